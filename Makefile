@@ -1,0 +1,53 @@
+# mod-arch companion: every target a user or CI needs. `make help` lists them.
+# The virtual environment is created on first use, from pyproject.toml (the single source of
+# truth for dependencies), constrained by requirements-lock.txt (exact versions that were tested).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+$(STAMP): pyproject.toml requirements-lock.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements-lock.txt -e '.[dev]'
+	@touch $(STAMP)
+
+.PHONY: venv
+venv: $(STAMP) ## Create the virtual environment (.venv) if missing
+
+.PHONY: lint
+lint: $(STAMP) ## Ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+.PHONY: format
+format: $(STAMP) ## Apply ruff's formatter and safe fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+.PHONY: test
+test: lint ## Lint, then run the whole test suite (slow tests included)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+.PHONY: test-fast
+test-fast: lint ## Lint, then run the tests not marked slow
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+.PHONY: lock
+lock: $(STAMP) ## Refresh requirements-lock.txt from the current environment
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e ' \
+		| sed -E 's/^(torch==[0-9.]+)\+[a-z0-9]+$$/\1/' > requirements-lock.txt
+
+.PHONY: clean
+clean: ## Remove build outputs (keeps .venv and results/)
+	rm -rf _build book/executed .pytest_cache .ruff_cache .hypothesis
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
