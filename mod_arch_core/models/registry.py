@@ -1,0 +1,220 @@
+"""Model names, ``build_model`` and parameter counts (spec §3, §3.5).
+
+``build_model(setting, model, num_rules, encoder_dim, dim, task, ...)`` returns a stack of
+``num_runs`` independent runs of one of the paper's four models (Table 1) in one of the three
+settings. ``count_parameters`` gives the per-run parameter count, by default in the
+reference's convention (spec §3.5, §9.6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from mod_arch_core.models.base import ModelConfig, StackedModel
+from mod_arch_core.models.layers import initialise
+from mod_arch_core.models.mha import MHAModular, MHAMonolithic, mha_input_dim
+from mod_arch_core.models.mlp import MLPModular, MLPMonolithic
+from mod_arch_core.models.rnn import RNNModular, RNNMonolithic
+from mod_arch_core.models.routing import ROUTINGS
+from mod_arch_core.validation import (
+    canonical_name,
+    check_int,
+    check_num_rules,
+    check_setting,
+    check_task,
+)
+
+__all__ = ["MODEL_NAMES", "build_model", "count_parameters", "input_dim", "model_class"]
+
+#: Every buildable model: Monolithic, then one name per routing (spec §3.1; the paper's four).
+MODEL_NAMES: tuple[str, ...] = ("monolithic", *ROUTINGS)
+
+#: setting -> (monolithic class, modular class taking the routing by model name).
+_CLASSES: dict[str, tuple[type[StackedModel], type[StackedModel]]] = {
+    "mlp": (MLPMonolithic, MLPModular),
+    "mha": (MHAMonolithic, MHAModular),
+    "rnn": (RNNMonolithic, RNNModular),
+}
+
+
+def model_class(setting: str, model: str) -> type[StackedModel]:
+    """The class implementing ``model`` in ``setting`` (names as in :func:`build_model`)."""
+    monolithic, modular = _CLASSES[check_setting(setting)]
+    return monolithic if canonical_name(model, "model", MODEL_NAMES) == "monolithic" else modular
+
+
+def input_dim(setting: str, num_rules: int, *, search_version: int = 1, state_dim: int = 32) -> int:
+    """Width of the model input, rule one-hot included (spec §2): 2+R, 5R/7R or d+R."""
+    setting = check_setting(setting)
+    num_rules = check_num_rules(num_rules)
+    if setting == "mlp":
+        return 2 + num_rules
+    if setting == "mha":
+        return mha_input_dim(num_rules, search_version)
+    return check_int(state_dim, "state_dim", minimum=1) + num_rules
+
+
+def _check_seeds(seeds: Sequence[int] | None, num_runs: int) -> tuple[int, ...]:
+    if seeds is None:
+        return tuple(range(num_runs))
+    if isinstance(seeds, str | bytes) or not isinstance(seeds, Sequence | range):
+        raise TypeError(f"seeds must be a sequence of integers, got {seeds!r}")
+    if len(seeds) != num_runs:
+        raise ValueError(
+            f"seeds must have one entry per run (num_runs={num_runs}), got {len(seeds)}: "
+            f"{list(seeds)}"
+        )
+    return tuple(check_int(s, f"seeds[{i}]", minimum=0) for i, s in enumerate(seeds))
+
+
+def _make_config(
+    setting: str,
+    model: str,
+    num_rules: int,
+    encoder_dim: int,
+    dim: int,
+    task: str,
+    *,
+    num_runs: int,
+    seeds: Sequence[int] | None,
+    search_version: int,
+    state_dim: int,
+    options: dict[str, Any],
+) -> ModelConfig:
+    setting = check_setting(setting)
+    model = canonical_name(model, "model", MODEL_NAMES)
+    num_runs = check_int(num_runs, "num_runs", minimum=1)
+    search_version = check_int(search_version, "search_version", minimum=1)
+    mha_input_dim(2, search_version)  # raises unless search_version is 1 or 2
+    if model == "monolithic" and options:
+        raise ValueError(
+            f"unknown option(s) {sorted(options)} for model 'monolithic'; allowed options: none"
+        )
+    return ModelConfig(
+        setting=setting,
+        model=model,
+        num_rules=check_num_rules(num_rules),
+        encoder_dim=check_int(encoder_dim, "encoder_dim", minimum=1),
+        dim=check_int(dim, "dim", minimum=1),
+        task=check_task(task),
+        num_runs=num_runs,
+        seeds=_check_seeds(seeds, num_runs),
+        search_version=search_version,
+        state_dim=check_int(state_dim, "state_dim", minimum=1),
+        options=dict(options),
+    )
+
+
+def build_model(
+    setting: str,
+    model: str,
+    num_rules: int,
+    encoder_dim: int,
+    dim: int,
+    task: str,
+    *,
+    num_runs: int = 1,
+    seeds: Sequence[int] | None = None,
+    search_version: int = 1,
+    state_dim: int = 32,
+    device: str | torch.device | None = None,
+    **options: Any,
+) -> StackedModel:
+    """Build a stack of ``num_runs`` independent runs of one model (spec §3, Table 1).
+
+    Parameters
+    ----------
+    setting : {"mlp", "mha", "rnn"}
+        Architecture (spec §1).
+    model : {"monolithic", "modular", "modular-op", "gt-modular"}
+        Model family (spec §3.1); case-insensitive, ``_`` accepted for ``-``.
+    num_rules : int
+        R >= 2, the number of rules and of modules.
+    encoder_dim : int
+        E: MLP encoder width, MHA token width d, RNN encoder width (spec §1).
+    dim : int
+        D: MLP core width (a multiple of R for the modular models), MHA attention width A
+        (a multiple of 2R), RNN monolithic LSTM hidden size H (spec §1).
+    task : {"regression", "classification"}
+    num_runs : int
+        N, the number of independent runs in the stack.
+    seeds : sequence of int, optional
+        One initialisation seed per run (default ``range(num_runs)``). Run k's weights depend
+        only on ``seeds[k]``.
+    search_version : {1, 2}
+        MHA input layout: 5R (version 1) or 7R (version 2) features per token.
+    state_dim : int
+        RNN state dimension d of the data (input d + R; regression output d). The paper's
+        value is 32.
+    device : str or torch.device, optional
+        Where the parameters live (default CPU). They are drawn on the CPU and then moved, so
+        weights do not depend on the device. ``"meta"`` builds shapes only (no values).
+    **options
+        Routing options (none for the paper's models).
+
+    Returns
+    -------
+    StackedModel
+        ``model(x) -> (output, scores)``; attributes ``setting``, ``model_name``, ``task``,
+        ``num_rules``, ``num_runs`` and ``config`` (``build_model(**config)`` rebuilds it).
+    """
+    config = _make_config(
+        setting,
+        model,
+        num_rules,
+        encoder_dim,
+        dim,
+        task,
+        num_runs=num_runs,
+        seeds=seeds,
+        search_version=search_version,
+        state_dim=state_dim,
+        options=options,
+    )
+    cls = model_class(config.setting, config.model)
+    target = torch.device("cpu") if device is None else torch.device(device)
+    if target.type == "meta":
+        with torch.device("meta"):
+            return cls(config)
+    with torch.device("cpu"):
+        built = cls(config)
+    initialise(built, config.seeds)
+    return built.to(target)
+
+
+def count_parameters(
+    model: nn.Module | str, /, *args: Any, reference_convention: bool = True, **kwargs: Any
+) -> int:
+    """Number of parameters of ONE run (spec §3.5).
+
+    Parameters
+    ----------
+    model : nn.Module or str
+        A stacked model, or the ``setting`` followed by the other arguments of
+        :func:`build_model` (the model is then built on the meta device: instant, no memory).
+    reference_convention : bool
+        If True, add the bias tensors the reference allocates but never uses
+        (``GroupLinear(..., bias=False)``; in the grid only the RNN Modular scorer, adding R;
+        spec §9.6), so the count equals the reference's logged ``sum(p.numel())``.
+
+    Examples
+    --------
+    >>> count_parameters("mlp", "monolithic", 2, 32, 128, "regression")
+    35361
+    """
+    if not isinstance(model, nn.Module):
+        model = build_model(model, *args, device="meta", **kwargs)
+    elif args or kwargs:
+        raise TypeError("count_parameters(model) takes no build arguments when given a model")
+    num_runs = getattr(model, "num_runs", 1)
+    total = sum(p.numel() for p in model.parameters())
+    if total % num_runs:
+        raise ValueError(f"{total} parameters do not split evenly over num_runs={num_runs}")
+    per_run = total // num_runs
+    if reference_convention:
+        per_run += sum(getattr(m, "unused_reference_bias_numel", 0) for m in model.modules())
+    return per_run
