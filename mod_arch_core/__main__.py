@@ -1,0 +1,337 @@
+"""Command line: ``python -m mod_arch_core {train, ...} --help``.
+
+``train`` trains one configuration for every (data seed, model seed) pair in one stacked
+computation, evaluates the ``last`` and ``best`` checkpoints and writes a results folder
+(``runs.parquet``, ``curves.parquet``, ``meta.json``, safetensors checkpoints).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from mod_arch_core.validation import PAPER_MODELS, SETTINGS, TASKS
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """Parse ``"0-4"``, ``"0,2,5"`` or ``"1"`` into a tuple of non-negative seeds."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part:
+                low, high = (int(x) for x in part.split("-", 1))
+                if high < low:
+                    raise ValueError
+                seeds.extend(range(low, high + 1))
+            else:
+                seeds.append(int(part))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid seed list {text!r}: use a range '0-4', a list '0,2,5' or one seed '3'"
+        ) from None
+    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be distinct and >= 0, got {text!r}")
+    return tuple(seeds)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _name(allowed: Sequence[str]):
+    def parse(text: str) -> str:
+        key = text.strip().lower().replace("_", "-")
+        if key not in allowed:
+            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(allowed)}")
+        return key
+
+    return parse
+
+
+def _model_names() -> tuple[str, ...]:
+    from mod_arch_core import models
+
+    return tuple(getattr(models, "MODEL_NAMES", PAPER_MODELS))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m mod_arch_core",
+        description="Train, evaluate and sweep the models of 'Is a Modular Architecture Enough?'.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = commands.add_parser(
+        "train",
+        help="train one configuration for many seeds at once and evaluate it",
+        description="Train one configuration (setting, task, model, rules, capacity) for every "
+        "(data seed, model seed) pair in one stacked computation, evaluate the last and best "
+        "checkpoints (performance, P, collapse, specialisation) and write a results folder.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    t.add_argument(
+        "--setting",
+        required=True,
+        type=_name(SETTINGS),
+        help=f"architecture: {', '.join(SETTINGS)}",
+    )
+    t.add_argument(
+        "--task", required=True, type=_name(TASKS), help=f"task type: {', '.join(TASKS)}"
+    )
+    t.add_argument(
+        "--model",
+        required=True,
+        type=_name(_model_names()),
+        help=f"model: {', '.join(_model_names())}",
+    )
+    t.add_argument(
+        "--num-rules", required=True, type=int, help="R, number of rules = number of modules (>= 2)"
+    )
+    t.add_argument(
+        "--encoder-dim",
+        type=_positive_int,
+        default=32,
+        help="E: MLP encoder / MHA token width / RNN encoder width",
+    )
+    t.add_argument(
+        "--dim",
+        type=_positive_int,
+        default=128,
+        help="D (= 4E on the paper grid): MLP width / MHA attention width / LSTM hidden",
+    )
+    t.add_argument(
+        "--search-version",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="MHA only: 1 nearest scalar query, 2 cosine",
+    )
+    t.add_argument(
+        "--data-seeds", type=parse_seeds, default=(0,), help="task seeds, e.g. 0-4 or 0,3"
+    )
+    t.add_argument(
+        "--seeds",
+        type=parse_seeds,
+        default=(0,),
+        help="model seeds (weights and data stream), e.g. 0-4",
+    )
+    t.add_argument(
+        "--iterations",
+        type=_non_negative_int,
+        default=None,
+        help="optimizer steps (default: the paper's 100k MLP, 500k MHA/RNN)",
+    )
+    t.add_argument(
+        "--batch-size", type=_positive_int, default=256, help="examples or sequences per step"
+    )
+    t.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
+    t.add_argument(
+        "--eval-every",
+        type=_positive_int,
+        default=5000,
+        help="steps between evaluations (curve, best checkpoint)",
+    )
+    t.add_argument(
+        "--eval-batches", type=_positive_int, default=10, help="fresh batches per evaluation"
+    )
+    t.add_argument(
+        "--budget",
+        choices=("paper", "quick", "smoke"),
+        default="quick",
+        help="evaluation sample budget (paper = spec §5)",
+    )
+    t.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    t.add_argument(
+        "--no-checkpoints", action="store_true", help="do not write safetensors checkpoints"
+    )
+    t.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: when interactive)",
+    )
+    t.add_argument("--out", required=True, help="results folder to write (created)")
+    t.set_defaults(func=_cmd_train)
+
+    s = commands.add_parser(
+        "sweep",
+        help="run (or resume) every configuration of a profile",
+        description="Run every missing configuration of a named profile into OUT, one results folder "
+        "per configuration (written atomically). Re-running the same command after an interruption "
+        "finishes only what is missing. Then run `collect` to merge the tables.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    s.add_argument(
+        "--profile",
+        required=True,
+        help="profile name (smoke, quick, reference, paper) or a YAML file",
+    )
+    s.add_argument("--out", required=True, help="results folder of the sweep")
+    s.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a profile field, e.g. num_rules=[2,4] or iterations.mlp=2000 (repeatable)",
+    )
+    s.add_argument(
+        "--executor",
+        choices=("serial", "process", "submitit"),
+        default="process",
+        help="where configurations run",
+    )
+    s.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="parallel workers (process: default min(cores, 2); submitit: array parallelism)",
+    )
+    s.add_argument(
+        "--shard", default=None, help="run only shard i of n, e.g. 0/4 (deterministic split)"
+    )
+    s.add_argument(
+        "--cluster",
+        default=None,
+        choices=("slurm", "local", "debug"),
+        help="submitit cluster (default: auto-detect)",
+    )
+    s.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    s.add_argument(
+        "--checkpoints",
+        action="store_true",
+        help="also save safetensors checkpoints per configuration",
+    )
+    s.add_argument("--no-collect", action="store_true", help="do not merge the tables at the end")
+    s.add_argument("--dry-run", action="store_true", help="list the configurations and exit")
+    s.set_defaults(func=_cmd_sweep)
+
+    c = commands.add_parser(
+        "collect",
+        help="merge a sweep's configuration folders into two tidy tables",
+        description="Verify every configuration folder under OUT/configs (checksums, schema) and merge "
+        "them into OUT/runs.parquet and OUT/curves.parquet with OUT/meta.json.",
+    )
+    c.add_argument("out", help="results folder of the sweep")
+    c.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="merge results of different profiles, versions or commits",
+    )
+    c.add_argument(
+        "--profile",
+        default=None,
+        help="also check that every configuration of this profile is present",
+    )
+    c.set_defaults(func=_cmd_collect)
+    return parser
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from mod_arch_core.evaluation import named_budget
+    from mod_arch_core.experiment import run_experiment, save_experiment
+    from mod_arch_core.training import TrainConfig
+
+    config = TrainConfig(
+        setting=args.setting,
+        task=args.task,
+        model=args.model,
+        num_rules=args.num_rules,
+        encoder_dim=args.encoder_dim,
+        dim=args.dim,
+        search_version=args.search_version,
+        data_seeds=args.data_seeds,
+        seeds=args.seeds,
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        eval_every=args.eval_every,
+        eval_batches=args.eval_batches,
+        device=args.device,
+    )
+    output = run_experiment(config, named_budget(args.budget), progress=args.progress)
+    path = save_experiment(output, args.out, checkpoints=not args.no_checkpoints)
+    summary = output.runs.groupby("checkpoint")[
+        ["perf", "perf_ood", "collapse_avg", "alignment"]
+    ].mean()
+    print(f"{config.num_runs} runs x {config.num_steps} steps in {output.seconds:.1f} s -> {path}")
+    print(summary.to_string(float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from mod_arch_core.profiles import load_profile
+    from mod_arch_core.sweep import collect, is_done, parse_shard, plan, run_sweep
+
+    profile = load_profile(args.profile, args.overrides)
+    shard = parse_shard(args.shard)
+    if args.dry_run:
+        jobs = plan(profile, args.out, shard, args.device)
+        for job in jobs:
+            print(("done     " if is_done(job) else "pending  ") + job.label)
+        print(f"{len(jobs)} configurations, {profile.num_runs()} runs in the whole profile")
+        return 0
+    summary = run_sweep(
+        profile,
+        args.out,
+        executor=args.executor,
+        workers=args.workers,
+        shard=shard,
+        device=args.device,
+        checkpoints=args.checkpoints,
+        submitit_cluster=args.cluster,
+    )
+    print(summary)
+    if summary.failures:
+        print(
+            f"{summary.failures} configuration(s) failed; their tracebacks are above. Re-run the same "
+            "command to retry only those.",
+            file=sys.stderr,
+        )
+        return 1
+    if not args.no_collect and shard == (0, 1):
+        merged = collect(args.out)
+        print(f"collected {len(merged.runs)} rows into {merged.path}")
+    return 0
+
+
+def _cmd_collect(args: argparse.Namespace) -> int:
+    from mod_arch_core.sweep import collect
+
+    merged = collect(args.out, allow_mixed=args.allow_mixed, profile=args.profile)
+    print(
+        f"collected {len(merged.runs)} run rows and {len(merged.curves)} curve rows into {merged.path}"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        parser.exit(2, f"{parser.prog} {args.command}: error: {error}\n")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Provenance: which code, library versions and hardware produced a number.
+
+Every results table carries these fields (see :mod:`mod_arch_core.results`), and every notebook's
+Setup cell prints them through :func:`setup_notebook`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import random
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import mod_arch_core
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def git_commit(short: bool = False) -> str:
+    """The git commit of the working tree (``"+dirty"`` appended if modified), or ``"unknown"``.
+
+    ``MOD_ARCH_GIT_COMMIT`` overrides the lookup (for installs without a ``.git`` folder).
+    """
+    override = os.environ.get("MOD_ARCH_GIT_COMMIT")
+    if override:
+        return override
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", *(["--short"] if short else []), "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.split()[-1]
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "mod_arch_core"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return "unknown"
+    return f"{commit}+dirty" if dirty else commit
+
+
+def hardware() -> str:
+    """A one-line description of the device that computes: GPU name, or CPU and core count."""
+    if torch.cuda.is_available():
+        return f"cuda:{torch.cuda.get_device_name(0)}"
+    return f"cpu:{platform.machine()}x{os.cpu_count()}"
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the package and of the libraries that shape its numbers."""
+    return {
+        "package_version": mod_arch_core.__version__,
+        "git_commit": git_commit(),
+        "torch_version": torch.__version__,
+        "numpy_version": np.__version__,
+        "python_version": platform.python_version(),
+    }
+
+
+def provenance(device: str | None = None) -> dict[str, Any]:
+    """Provenance fields stored with every result row: versions, commit, device and hardware."""
+    info: dict[str, Any] = dict(package_versions())
+    info["device"] = (
+        device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    info["hardware"] = hardware()
+    return info
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy's legacy global RNG and torch; for notebooks and demos only.
+
+    Library code never relies on global state: it takes explicit generators and seeds.
+    """
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - deliberate: notebooks may use the legacy API
+    torch.manual_seed(seed)
+
+
+def setup_notebook(seed: int = 0) -> dict[str, str]:
+    """One call for a notebook's Setup cell: seed everything, quiet plotting, print provenance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    seed_everything(seed)
+    versions = package_versions()
+    print(
+        f"mod_arch_core {versions['package_version']} | commit {versions['git_commit']} | "
+        f"torch {versions['torch_version']} | numpy {versions['numpy_version']} | seed {seed}"
+    )
+    return versions

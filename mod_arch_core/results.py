@@ -1,0 +1,389 @@
+"""Results as data: tidy tables with a documented schema, atomic writes, checksums, checkpoints.
+
+Two tables describe a set of experiments:
+
+* **runs** (:data:`RUN_COLUMNS`): one row per (run, checkpoint) with the configuration keys, the
+  performance numbers, the five metrics and provenance;
+* **curves** (:data:`CURVE_COLUMNS`): one row per (run, evaluation iteration) of training.
+
+A results folder holds ``runs.parquet``, ``curves.parquet`` and ``meta.json`` (provenance and the
+SHA-256 of both tables), each written atomically (temporary file + ``os.replace``) so that an
+interrupted write never leaves a half-written file under the final name. :func:`load` verifies the
+checksums and the schema and says which file is wrong and how to recompute it.
+
+Checkpoints are safetensors files (no pickle) whose metadata carries the configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+
+from mod_arch_core.validation import PAPER_MODELS, SETTINGS, TASKS
+
+#: Keys that identify a run; no two rows of a runs table share them (with ``checkpoint``).
+RUN_KEYS: tuple[str, ...] = (
+    "setting",
+    "task",
+    "model",
+    "num_rules",
+    "encoder_dim",
+    "dim",
+    "search_version",
+    "data_seed",
+    "seed",
+    "iterations",
+)
+
+#: The runs table: column -> (dtype kind, description). "f" float, "i" int, "s" string.
+RUN_COLUMNS: dict[str, tuple[str, str]] = {
+    "setting": ("s", "architecture: mlp, mha or rnn (spec §2)"),
+    "task": ("s", "regression or classification"),
+    "model": ("s", "monolithic, modular, modular-op, gt-modular (or a routing variant)"),
+    "num_rules": ("i", "R, the number of rules and of modules"),
+    "encoder_dim": ("i", "E: MLP encoder / MHA token width / RNN encoder width"),
+    "dim": ("i", "D = 4E on the paper grid: MLP width / MHA attention width / LSTM hidden"),
+    "search_version": ("f", "MHA search version (1 or 2); NaN for MLP and RNN"),
+    "data_seed": ("i", "seed of the task instance (rule coefficients)"),
+    "seed": ("i", "model seed: initial weights and data stream"),
+    "iterations": ("i", "optimizer steps of the run"),
+    "checkpoint": ("s", "last (final weights) or best (best validation)"),
+    "n_params": ("i", "parameters per run, reference convention (spec §3.5)"),
+    "perf": ("f", "headline ID performance: L1 loss (regression) or error % (classification)"),
+    "perf_ood": ("f", "headline OoD performance: inputs x2 (and length 30 for MHA/RNN)"),
+    **{
+        f"perf_{kind}{length}": ("f", f"{label} performance at sequence length {length} (MHA/RNN)")
+        for length in (3, 5, 10, 20, 30)
+        for kind, label in (("", "ID"), ("ood_", "OoD (inputs x2)"))
+    },
+    "collapse_avg": ("f", "Collapse-Avg of P (Eq. 16); NaN for monolithic"),
+    "collapse_worst": ("f", "Collapse-Worst of P (Eq. 17); NaN for monolithic"),
+    "alignment": ("f", "Alignment of P (Eq. 18); NaN for monolithic"),
+    "adaptation": ("f", "model-based Adaptation (Eq. 20, with 1/2); NaN for monolithic"),
+    "inverse_mutual_info": ("f", "1 - MI(P)/log R (Eq. 19); NaN for monolithic"),
+    "activation_matrix": ("s", "P as JSON (R x R nested list); empty for monolithic"),
+    "best_iteration": ("i", "iteration of the best validation"),
+    "diverged_at": ("i", "first step with a non-finite loss, -1 if the run never diverged"),
+    "wall_seconds": ("f", "wall time of the configuration's stacked training, all its runs"),
+    "stacked_runs": ("i", "number of runs trained together in that time"),
+    "config_hash": ("s", "hash of the configuration and protocol that produced the row"),
+    "profile": ("s", "named profile of the sweep, or 'custom'"),
+    "package_version": ("s", "mod_arch_core version"),
+    "git_commit": ("s", "git commit of the code (+dirty if modified)"),
+    "torch_version": ("s", "torch version"),
+    "device": ("s", "cpu or cuda"),
+    "hardware": ("s", "CPU architecture and cores, or GPU name"),
+}
+
+#: The curves table.
+CURVE_COLUMNS: dict[str, tuple[str, str]] = {
+    **{k: RUN_COLUMNS[k] for k in RUN_KEYS},
+    "iteration": ("i", "optimizer steps before this evaluation"),
+    "perf": ("f", "ID performance on fresh batches at the training length"),
+    "perf_val": ("f", "ID performance on the validation batches (selects 'best')"),
+    "config_hash": RUN_COLUMNS["config_hash"],
+}
+
+RUNS_FILE, CURVES_FILE, META_FILE = "runs.parquet", "curves.parquet", "meta.json"
+
+
+class ResultsError(ValueError):
+    """A results file is missing, corrupted or does not follow the schema."""
+
+
+# Atomic writes -----------------------------------------------------------------------------
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)`` and move the file to ``path`` atomically.
+
+    The temporary file lives in the destination folder (same filesystem), is flushed to disk and
+    then renamed with ``os.replace``; on any error it is removed, so ``path`` either keeps its old
+    content or gets the complete new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_parquet(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``df`` as Parquet atomically (no index)."""
+    return atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
+
+
+def write_json(data: Any, path: str | Path) -> Path:
+    """Write ``data`` as indented, key-sorted JSON atomically."""
+    text = json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer | np.floating):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path | tuple):
+        return str(value) if isinstance(value, Path) else list(value)
+    raise TypeError(f"cannot serialise {type(value).__name__} to JSON")
+
+
+def sha256(path: str | Path) -> str:
+    """SHA-256 hex digest of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def config_hash(data: dict[str, Any]) -> str:
+    """A short stable hash of a JSON-serialisable mapping (key order does not matter)."""
+    text = json.dumps(data, sort_keys=True, default=_json_default)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# Schema ------------------------------------------------------------------------------------
+
+
+def conform(df: pd.DataFrame, columns: dict[str, tuple[str, str]]) -> pd.DataFrame:
+    """Return ``df`` with exactly the schema's columns, in order, with the schema's dtypes.
+
+    Missing float columns are filled with NaN (e.g. per-length columns of an MLP run); any other
+    missing column is an error.
+    """
+    df = df.copy()
+    missing = [c for c, (kind, _) in columns.items() if c not in df.columns and kind != "f"]
+    if missing:
+        raise ResultsError(f"missing columns {missing}; the schema needs {list(columns)}")
+    for column, (kind, _) in columns.items():
+        if column not in df.columns:
+            df[column] = np.nan
+        if kind == "f":
+            df[column] = pd.to_numeric(df[column], errors="raise").astype("float64")
+        elif kind == "i":
+            df[column] = pd.to_numeric(df[column], errors="raise").astype("int64")
+        else:
+            df[column] = df[column].fillna("").astype(str)
+    return df[list(columns)]
+
+
+def validate_runs(df: pd.DataFrame, *, where: str = "runs table") -> pd.DataFrame:
+    """Check a runs table: schema, value ranges, no duplicate (run, checkpoint) keys.
+
+    Raises
+    ------
+    ResultsError naming ``where``, the column and the offending values.
+    """
+    df = conform(df, RUN_COLUMNS)
+    _check_values(df, "setting", SETTINGS, where)
+    _check_values(df, "task", TASKS, where)
+    _check_values(df, "checkpoint", ("last", "best"), where)
+    if (df["num_rules"] < 2).any():
+        raise ResultsError(
+            f"{where}: num_rules must be >= 2, found {sorted(df['num_rules'].unique())}"
+        )
+    for column in ("collapse_avg", "collapse_worst", "alignment", "adaptation"):
+        values = df[column].dropna()
+        if ((values < -1e-9) | (values > 1 + 1e-9)).any():
+            raise ResultsError(
+                f"{where}: {column} outside [0, 1]: {values[(values < 0) | (values > 1)].tolist()[:5]}"
+            )
+    classification = df["task"] == "classification"
+    errors = df.loc[classification, "perf"].dropna()
+    if ((errors < 0) | (errors > 100)).any():
+        raise ResultsError(
+            f"{where}: classification perf is an error in % and must lie in [0, 100]"
+        )
+    keys = [*RUN_KEYS, "checkpoint"]
+    duplicated = df.duplicated(keys, keep=False)
+    if duplicated.any():
+        raise ResultsError(
+            f"{where}: {int(duplicated.sum())} rows share their run keys {keys}; first:\n"
+            f"{df.loc[duplicated, keys].head(4).to_string(index=False)}"
+        )
+    return df
+
+
+def validate_curves(df: pd.DataFrame, *, where: str = "curves table") -> pd.DataFrame:
+    """Check a curves table: schema and no duplicate (run, iteration) keys."""
+    df = conform(df, CURVE_COLUMNS)
+    keys = [*RUN_KEYS, "iteration"]
+    duplicated = df.duplicated(keys, keep=False)
+    if duplicated.any():
+        raise ResultsError(f"{where}: {int(duplicated.sum())} rows share their keys {keys}")
+    if (df["iteration"] < 0).any():
+        raise ResultsError(f"{where}: negative iterations")
+    return df
+
+
+def _check_values(df: pd.DataFrame, column: str, allowed: Iterable[str], where: str) -> None:
+    allowed = tuple(allowed)
+    bad = sorted(set(df[column]) - set(allowed))
+    if bad and not (column == "model"):
+        raise ResultsError(f"{where}: column {column!r} has values {bad}; allowed: {list(allowed)}")
+
+
+# Folders of results ------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    """A loaded results folder: the two tidy tables and their provenance."""
+
+    runs: pd.DataFrame
+    curves: pd.DataFrame
+    meta: dict[str, Any]
+    path: Path
+
+    def activation_matrix(self, row: pd.Series | dict[str, Any]) -> np.ndarray:
+        """P of one row as an (R, R) array (raises for a model without scores)."""
+        text = row["activation_matrix"]
+        if not text:
+            raise ValueError(f"row of model {row['model']!r} has no activation matrix")
+        return np.asarray(json.loads(text), dtype=float)
+
+
+def write_results(
+    path: str | Path,
+    runs: pd.DataFrame,
+    curves: pd.DataFrame,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Validate and write a results folder (``runs.parquet``, ``curves.parquet``, ``meta.json``).
+
+    ``meta.json`` is written last and records the SHA-256 of both tables, so a folder whose
+    ``meta.json`` exists is complete and verifiable.
+    """
+    path = Path(path)
+    runs = validate_runs(runs, where=str(path / RUNS_FILE))
+    curves = validate_curves(curves, where=str(path / CURVES_FILE))
+    write_parquet(runs, path / RUNS_FILE)
+    write_parquet(curves, path / CURVES_FILE)
+    meta = dict(meta or {})
+    meta["schema_version"] = 1
+    meta["rows"] = {"runs": len(runs), "curves": len(curves)}
+    meta["sha256"] = {RUNS_FILE: sha256(path / RUNS_FILE), CURVES_FILE: sha256(path / CURVES_FILE)}
+    write_json(meta, path / META_FILE)
+    return path
+
+
+def load(path: str | Path, *, verify: bool = True) -> Results:
+    """Load a results folder written by :func:`write_results` (what notebooks call).
+
+    Raises
+    ------
+    FileNotFoundError if the folder or one of its files is missing, saying how to produce it;
+    ResultsError if a checksum or the schema does not match, naming the file.
+    """
+    path = Path(path)
+    meta_file = path / META_FILE
+    if not meta_file.exists():
+        hint = (
+            "run a sweep into it (python -m mod_arch_core sweep --profile quick --out PATH) or "
+            "train a configuration (python -m mod_arch_core train ... --out PATH)"
+        )
+        raise FileNotFoundError(f"no results at {path}: {meta_file} is missing; {hint}")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except json.JSONDecodeError as error:
+        raise ResultsError(
+            f"{meta_file} is not valid JSON ({error}); recompute the results"
+        ) from error
+    for name in (RUNS_FILE, CURVES_FILE):
+        file = path / name
+        if not file.exists():
+            raise FileNotFoundError(f"{file} is missing although {meta_file} lists it; recompute")
+        if verify:
+            expected = meta.get("sha256", {}).get(name)
+            actual = sha256(file)
+            if expected != actual:
+                raise ResultsError(
+                    f"{file} is corrupted: its SHA-256 {actual[:12]}... does not match "
+                    f"{expected and expected[:12]}... recorded in {meta_file}; delete the folder "
+                    "and recompute it (a sweep re-runs only what is missing)"
+                )
+    try:
+        runs = pd.read_parquet(path / RUNS_FILE)
+        curves = pd.read_parquet(path / CURVES_FILE)
+    except Exception as error:  # pyarrow raises several types for damaged files
+        raise ResultsError(f"cannot read the tables of {path}: {error}") from error
+    runs = validate_runs(runs, where=str(path / RUNS_FILE))
+    curves = validate_curves(curves, where=str(path / CURVES_FILE))
+    return Results(runs=runs, curves=curves, meta=meta, path=path)
+
+
+# Checkpoints -------------------------------------------------------------------------------
+
+
+def save_checkpoint(
+    path: str | Path, state: dict[str, torch.Tensor], config: dict[str, Any]
+) -> Path:
+    """Save a (stacked) state dict as safetensors, with the configuration in its metadata."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    metadata = {"config": json.dumps(config, sort_keys=True, default=_json_default)}
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load a checkpoint written by :func:`save_checkpoint`: (state dict, configuration)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        state = load_file(str(path))
+    except Exception as error:
+        raise ResultsError(f"{path} is not a readable safetensors checkpoint: {error}") from error
+    if "config" not in metadata:
+        raise ResultsError(f"{path} has no configuration in its metadata")
+    return state, json.loads(metadata["config"])
+
+
+def is_finite_number(value: Any) -> bool:
+    """True for a real, finite number."""
+    return isinstance(value, int | float | np.number) and math.isfinite(float(value))
+
+
+__all__ = [
+    "CURVE_COLUMNS",
+    "PAPER_MODELS",
+    "RUN_COLUMNS",
+    "RUN_KEYS",
+    "Results",
+    "ResultsError",
+    "atomic_write",
+    "config_hash",
+    "load",
+    "load_checkpoint",
+    "save_checkpoint",
+    "sha256",
+    "validate_curves",
+    "validate_runs",
+    "write_results",
+]

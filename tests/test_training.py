@@ -1,0 +1,176 @@
+"""The stacked training engine: equivalence, independence, determinism, learning, faults."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from mod_arch_core import training
+from mod_arch_core.evaluation import evaluate_result, named_budget
+from mod_arch_core.training import TrainConfig, clip_grad_norm_per_run, train
+
+TINY = {"mlp": (8, 32), "mha": (8, 32), "rnn": (8, 16)}
+
+
+def tiny(setting: str, task: str = "regression", model: str = "modular", **kw) -> TrainConfig:
+    enc, dim = TINY[setting]
+    defaults = dict(
+        setting=setting,
+        task=task,
+        model=model,
+        num_rules=2,
+        encoder_dim=enc,
+        dim=dim,
+        iterations=10,
+        batch_size=16,
+        eval_every=5,
+        eval_batches=1,
+        state_dim=4,
+        device="cpu",
+    )
+    defaults.update(kw)
+    return TrainConfig(**defaults)
+
+
+def weights(result, run: int) -> dict[str, torch.Tensor]:
+    return {k: v[run] for k, v in result.model.state_dict().items()}
+
+
+@pytest.mark.parametrize("setting", ["mlp", "mha", "rnn"])
+def test_stacked_run_equals_the_same_run_trained_alone(setting: str) -> None:
+    """Run (data_seed=1, seed=2) inside a 2x2 stack == that run alone, after 50 steps.
+
+    Tolerance: 1e-5 relative + 1e-6 absolute on every weight and curve value, CPU float32; the
+    only difference is the order of floating-point reductions inside batched matmuls.
+    """
+    config = tiny(setting, iterations=50, eval_every=25, data_seeds=(0, 1), seeds=(1, 2))
+    alone = dataclasses.replace(config, data_seeds=(1,), seeds=(2,))
+    stacked, single = train(config), train(alone)
+    k = config.runs.index((1, 2))
+    for name, value in weights(single, 0).items():
+        torch.testing.assert_close(weights(stacked, k)[name], value, rtol=1e-5, atol=1e-6)
+    curve = stacked.curves[stacked.curves.run == k].perf.to_numpy()
+    np.testing.assert_allclose(curve, single.curves.perf.to_numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_runs_are_independent_of_their_neighbours() -> None:
+    """Changing one run's task (data seed) leaves every other run bit-identical."""
+    a = train(tiny("mlp", data_seeds=(0, 1), seeds=(0,)))
+    b = train(tiny("mlp", data_seeds=(0, 7), seeds=(0,)))
+    for name, value in weights(a, 0).items():
+        assert torch.equal(value, weights(b, 0)[name]), name
+    changed = [not torch.equal(v, weights(b, 1)[name]) for name, v in weights(a, 1).items()]
+    assert any(changed), "the run whose task changed should have learned something else"
+
+
+def test_same_seeds_same_numbers() -> None:
+    config = tiny("mha", data_seeds=(0, 1), seeds=(0,), task="classification")
+    first, second = train(config), train(config)
+    for name, value in first.model.state_dict().items():
+        assert torch.equal(value, second.model.state_dict()[name]), name
+    assert first.curves.equals(second.curves)
+    budget = named_budget("smoke")
+    rows_a = evaluate_result(first, budget)
+    rows_b = evaluate_result(second, budget)
+    assert rows_a == rows_b
+
+
+@pytest.mark.parametrize("setting", ["mlp", "mha", "rnn"])
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_short_training_lowers_the_loss(setting: str, task: str) -> None:
+    config = tiny(
+        setting, task=task, iterations=150, eval_every=150, eval_batches=4, batch_size=64, lr=3e-3
+    )
+    result = train(config)
+    curve = result.curves.groupby("iteration").perf.mean()
+    assert curve.iloc[-1] < curve.iloc[0], curve.to_dict()
+
+
+def test_gt_modular_metrics_are_ideal_after_a_short_run() -> None:
+    result = train(tiny("mlp", model="gt-modular", num_rules=4, dim=32))
+    rows = evaluate_result(result, named_budget("smoke"), checkpoints=("last",))
+    for row in rows:
+        assert row["collapse_avg"] == pytest.approx(0, abs=1e-12)
+        assert row["collapse_worst"] == pytest.approx(0, abs=1e-12)
+        assert row["alignment"] == pytest.approx(0, abs=1e-12)
+        assert row["inverse_mutual_info"] < 1e-5
+        np.testing.assert_allclose(np.asarray(row["activation_matrix"]), np.eye(4) / 4)
+
+
+def test_best_checkpoint_holds_the_best_validated_weights() -> None:
+    result = train(tiny("mlp", iterations=30, eval_every=10, data_seeds=(0, 1)))
+    curves = result.curves
+    for k in range(result.config.num_runs):
+        val = curves[curves.run == k].set_index("iteration").perf_val
+        assert result.best_iteration[k] == val.idxmin()
+    assert set(result.state("best")) == set(result.state("last"))
+
+
+def test_gradient_clipping_is_per_run() -> None:
+    a = torch.zeros(3, 4, requires_grad=True)
+    b = torch.zeros(3, 2, requires_grad=True)
+    a.grad = torch.tensor([[3.0, 0, 0, 0], [0.1, 0, 0, 0], [0, 0, 0, 0]])
+    b.grad = torch.tensor([[4.0, 0], [0, 0], [0, 0.5]])
+    norms = clip_grad_norm_per_run([a, b], max_norm=1.0)
+    torch.testing.assert_close(norms, torch.tensor([5.0, 0.1, 0.5]))
+    assert torch.linalg.vector_norm(torch.cat([a.grad[0], b.grad[0]])) == pytest.approx(
+        1.0, rel=1e-5
+    )
+    assert a.grad[1, 0] == pytest.approx(0.1)  # below the limit: untouched
+    assert b.grad[2, 1] == pytest.approx(0.5)
+
+
+def test_a_diverging_run_is_marked_and_the_others_continue(monkeypatch) -> None:
+    original = training.per_run_loss
+    calls = {"n": 0}
+
+    def poisoned(output, target, task):
+        losses = original(output, target, task)
+        calls["n"] += 1
+        if calls["n"] > 4 and torch.is_grad_enabled():
+            losses = losses.clone()
+            losses[1] = losses[1] * float("nan")
+        return losses
+
+    config = tiny("mlp", data_seeds=(0, 1, 2), seeds=(0,), iterations=12)
+    clean = train(config)
+    monkeypatch.setattr(training, "per_run_loss", poisoned)
+    result = train(config)
+    assert result.diverged_at[1] == 4
+    assert result.diverged_at[0] == -1 and result.diverged_at[2] == -1
+    for k in (0, 2):
+        for name, value in weights(result, k).items():
+            assert torch.isfinite(value).all()
+            torch.testing.assert_close(value, weights(clean, k)[name])
+
+
+def test_invalid_configurations_fail_before_training() -> None:
+    with pytest.raises(ValueError, match="unknown model 'modullar'"):
+        training.build_stack(tiny("mlp", model="modullar"))
+    with pytest.raises(ValueError, match="num_rules must be >= 2, got 1"):
+        tiny("mlp", num_rules=1)
+    with pytest.raises(ValueError, match="unknown setting 'cnn'"):
+        TrainConfig("cnn", "regression", "modular", 2)
+    with pytest.raises(ValueError, match="seeds must not repeat"):
+        tiny("mlp", seeds=(1, 1))
+    with pytest.raises(ValueError, match="search_version must be 1 or 2"):
+        tiny("mha", search_version=3)
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+        tiny("mlp", lr=-1.0)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            tiny("mlp", device="cuda")
+    with pytest.raises(ValueError, match="device must be 'auto', 'cpu' or 'cuda"):
+        tiny("mlp", device="tpu")
+
+
+def test_config_round_trips_through_a_dict() -> None:
+    config = tiny("rnn", data_seeds=(0, 3), seeds=(1,))
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    assert config.clip_norm == 1.0 and tiny("mlp").clip_norm is None
+    assert config.eval_iterations() == [0, 5, 10]
+    assert TrainConfig("mlp", "regression", "modular", 4).num_steps == 100_000
+    assert TrainConfig("mha", "regression", "modular", 4).num_steps == 500_000
