@@ -1,0 +1,399 @@
+"""Resumable sweeps over a profile's grid: shards, pluggable executors, collect.
+
+The unit of work is one configuration trained with all its seeds stacked
+(:func:`mod_arch_core.experiment.run_experiment`). Each configuration writes its own results folder
+``OUT/configs/<name>-<hash>/`` atomically (tables first, ``meta.json`` last), so:
+
+* a configuration whose folder has a valid ``meta.json`` with the same hash is skipped: re-running a
+  sweep after a crash, ``SIGINT`` or ``SIGKILL`` finishes only what is missing;
+* a half-written configuration leaves only hidden temporary files, which :func:`collect` ignores
+  and the next run replaces.
+
+Shards are deterministic: shard ``i/n`` takes configurations ``i, i+n, i+2n, ...`` of the profile's
+fixed order, so independent machines (or Slurm array tasks) split a sweep without talking.
+
+Executors. Anything with a ``concurrent.futures``-style ``submit(fn, *args) -> future`` works (the
+future needs ``result()``): pass it as ``executor=`` to :func:`run_sweep`. Built in:
+
+* ``serial``: in this process, in order (debugging);
+* ``process``: a local ``ProcessPoolExecutor`` (default), ``workers`` processes with
+  ``cores // workers`` torch threads each so they do not oversubscribe the CPU;
+* ``submitit``: Slurm job arrays through ``submitit.AutoExecutor`` (one array task per chunk of
+  configurations, at most ``max_array`` tasks); ``submitit_cluster="local"`` or ``"debug"`` runs the
+  same path without a cluster. A Dask ``distributed.Client`` plugs in the same way as any executor.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+import shutil
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from mod_arch_core import results
+from mod_arch_core.evaluation import EvalBudget
+from mod_arch_core.experiment import experiment_hash, run_experiment
+from mod_arch_core.profiles import Profile, load_profile
+from mod_arch_core.provenance import provenance
+from mod_arch_core.training import TrainConfig
+
+CONFIGS_DIR = "configs"
+EXECUTORS = ("serial", "process", "submitit")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One configuration of a sweep and where its results go."""
+
+    config: TrainConfig
+    budget: EvalBudget
+    profile: str
+    folder: Path
+    config_hash: str
+
+    @property
+    def label(self) -> str:
+        return self.folder.name
+
+
+def config_folder_name(config: TrainConfig, chash: str) -> str:
+    """Readable, unique folder name: ``mlp-regression-modular-R8-E32-D128-<hash>``."""
+    version = f"-v{config.search_version}" if config.setting == "mha" else ""
+    return (
+        f"{config.setting}-{config.task}-{config.model}-R{config.num_rules}"
+        f"-E{config.encoder_dim}-D{config.dim}{version}-{chash}"
+    )
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """Parse ``"i/n"`` (0 <= i < n) into ``(i, n)``; ``None`` means the whole sweep ``(0, 1)``."""
+    if text is None:
+        return (0, 1)
+    try:
+        index, count = (int(x) for x in str(text).split("/"))
+    except ValueError:
+        raise ValueError(
+            f"shard must look like i/n with integers, e.g. 0/4; got {text!r}"
+        ) from None
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard {text!r} needs 0 <= i < n and n >= 1")
+    return index, count
+
+
+def plan(
+    profile: Profile, out: str | Path, shard: tuple[int, int] = (0, 1), device: str = "auto"
+) -> list[Job]:
+    """Every job of ``shard`` in the profile's fixed order (done or not)."""
+    out = Path(out)
+    budget = profile.eval_budget()
+    index, count = shard
+    jobs = []
+    for position, config in enumerate(profile.configurations(device=device)):
+        if position % count != index:
+            continue
+        chash = experiment_hash(config, budget)
+        folder = out / CONFIGS_DIR / config_folder_name(config, chash)
+        jobs.append(Job(config, budget, profile.name, folder, chash))
+    return jobs
+
+
+def is_done(job: Job) -> bool:
+    """True if the job's folder holds complete, verified results of the same configuration hash."""
+    meta = job.folder / results.META_FILE
+    if not meta.exists():
+        return False
+    try:
+        loaded = results.load(job.folder)
+    except (results.ResultsError, FileNotFoundError):
+        return False
+    return loaded.meta.get("config_hash") == job.config_hash
+
+
+def run_job(job: Job, threads: int | None = None, checkpoints: bool = False) -> dict[str, Any]:
+    """Run one configuration and write its folder; returns a summary row (never raises)."""
+    import torch
+
+    from mod_arch_core.experiment import save_experiment
+
+    if threads:
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    try:
+        output = run_experiment(job.config, job.budget, profile=job.profile, progress=False)
+        save_experiment(
+            output,
+            job.folder,
+            checkpoints=checkpoints,
+            meta={
+                "config_hash": job.config_hash,
+                "profile": job.profile,
+                "budget": job.budget.to_dict(),
+            },
+        )
+        status, error = "done", ""
+    except Exception:  # a failed configuration must not stop the sweep
+        status, error = "failed", traceback.format_exc(limit=4)
+    return {
+        "configuration": job.label,
+        "setting": job.config.setting,
+        "runs": job.config.num_runs,
+        "status": status,
+        "seconds": time.perf_counter() - start,
+        "error": error,
+    }
+
+
+def run_jobs(
+    jobs: Sequence[Job], threads: int | None = None, checkpoints: bool = False
+) -> list[dict[str, Any]]:
+    """Run several jobs one after the other (the body of a Slurm array task)."""
+    return [run_job(job, threads, checkpoints) for job in jobs]
+
+
+class SerialExecutor(concurrent.futures.Executor):
+    """Runs each submitted call at once, in this process; for debugging and tests."""
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as error:
+            future.set_exception(error)
+        return future
+
+
+def make_executor(
+    name: str,
+    *,
+    workers: int | None = None,
+    out: str | Path = ".",
+    submitit_cluster: str | None = None,
+    slurm: dict[str, Any] | None = None,
+) -> tuple[Any, int]:
+    """Build a named executor; returns ``(executor, torch threads per job)``."""
+    cores = os.cpu_count() or 1
+    if name == "serial":
+        return SerialExecutor(), cores
+    if name == "process":
+        workers = workers or min(cores, 2)
+        context = multiprocessing.get_context("spawn")  # fork after torch threads can deadlock
+        return concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context), max(
+            1, cores // workers
+        )
+    if name == "submitit":
+        try:
+            import submitit
+        except ImportError as error:
+            raise ValueError(
+                "executor 'submitit' needs the submitit package: pip install submitit"
+            ) from error
+        executor = submitit.AutoExecutor(folder=Path(out) / "submitit", cluster=submitit_cluster)
+        params = {"timeout_min": 240, "slurm_array_parallelism": workers or 64, **(slurm or {})}
+        if submitit_cluster in ("local", "debug"):
+            params = {k: v for k, v in params.items() if not k.startswith("slurm")}
+        executor.update_parameters(**params)
+        return executor, 0
+    raise ValueError(f"unknown executor {name!r}; allowed: {', '.join(EXECUTORS)}")
+
+
+@dataclass
+class SweepSummary:
+    """What a sweep did: one row per configuration (done, skipped or failed)."""
+
+    table: pd.DataFrame
+    seconds: float
+
+    @property
+    def failures(self) -> int:
+        return int((self.table["status"] == "failed").sum()) if len(self.table) else 0
+
+    def __str__(self) -> str:
+        if self.table.empty:
+            return "nothing to do"
+        by_status = self.table.groupby("status").agg(
+            configurations=("configuration", "count"),
+            runs=("runs", "sum"),
+            seconds=("seconds", "sum"),
+        )
+        return f"{by_status.to_string()}\nwall time {self.seconds:.1f} s"
+
+
+def run_sweep(
+    profile: Profile | str,
+    out: str | Path,
+    *,
+    executor: str | concurrent.futures.Executor = "process",
+    workers: int | None = None,
+    shard: tuple[int, int] | str | None = None,
+    overrides: dict[str, Any] | list[str] | None = None,
+    device: str = "auto",
+    checkpoints: bool = False,
+    progress: bool | None = None,
+    submitit_cluster: str | None = None,
+    max_array: int = 1000,
+) -> SweepSummary:
+    """Run (or resume) every missing configuration of ``profile`` in ``shard`` into ``out``.
+
+    Returns a :class:`SweepSummary`; failed configurations are listed there (with their traceback)
+    and do not stop the others. Run :func:`collect` afterwards to merge the tables.
+    """
+    if isinstance(profile, str):
+        profile = load_profile(profile, overrides)
+    elif overrides:
+        raise ValueError(
+            "pass overrides with a profile name, or apply them to the Profile yourself"
+        )
+    shard = parse_shard(shard) if not isinstance(shard, tuple) else shard
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = plan(profile, out, shard, device)
+    pending = [job for job in jobs if not is_done(job)]
+    rows = [
+        {
+            "configuration": j.label,
+            "setting": j.config.setting,
+            "runs": j.config.num_runs,
+            "status": "skipped",
+            "seconds": 0.0,
+            "error": "",
+        }
+        for j in jobs
+        if j not in pending
+    ]
+    start = time.perf_counter()
+    owned = isinstance(executor, str)
+    if owned:
+        pool, threads = make_executor(
+            executor, workers=workers, out=out, submitit_cluster=submitit_cluster
+        )
+    else:
+        pool, threads = executor, 0
+    is_submitit = type(pool).__module__.startswith("submitit")
+    if is_submitit:
+        chunks = max(1, min(max_array, len(pending)))
+        groups = [pending[i::chunks] for i in range(chunks)] if pending else []
+        with pool.batch():
+            futures = [pool.submit(run_jobs, group, None, checkpoints) for group in groups]
+        weights = [len(g) for g in groups]
+    else:
+        futures = [pool.submit(run_jobs, [job], threads or None, checkpoints) for job in pending]
+        weights = [1] * len(futures)
+    # progress=None: a bar only on a terminal (tqdm's disable=None), never in logs or notebooks
+    disable = (None if progress is None else not progress) if pending else True
+    bar = tqdm(total=len(pending), desc=f"sweep {profile.name}", unit="config", disable=disable)
+    try:
+        future_weight = dict(zip(futures, weights, strict=True))
+        waiting = set(futures)
+        while waiting:
+            done = _wait_any(waiting)
+            for future in done:
+                waiting.discard(future)
+                for row in future.result():
+                    rows.append(row)
+                    if row["status"] == "failed":
+                        bar.write(f"FAILED {row['configuration']}:\n{row['error']}")
+                bar.update(future_weight[future])
+    finally:
+        bar.close()
+        if owned and hasattr(pool, "shutdown"):
+            pool.shutdown(wait=True, cancel_futures=True)
+    return SweepSummary(pd.DataFrame(rows), time.perf_counter() - start)
+
+
+def _wait_any(futures: set[Any]) -> set[Any]:
+    """Futures that are done, waiting for at least one (works for submitit jobs too)."""
+    if all(isinstance(f, concurrent.futures.Future) for f in futures):
+        done, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_COMPLETED)
+        return set(done)
+    while True:
+        done = {f for f in futures if f.done()}
+        if done:
+            return done
+        time.sleep(0.5)
+
+
+# Collect -------------------------------------------------------------------------------------
+
+
+def collect(
+    out: str | Path, *, allow_mixed: bool = False, profile: Profile | str | None = None
+) -> results.Results:
+    """Merge every configuration folder of ``out`` into ``out/runs.parquet`` and ``curves.parquet``.
+
+    Verifies each folder's checksums and schema; refuses results from different profiles, package
+    versions or commits unless ``allow_mixed``; with ``profile`` given, also reports configurations
+    of the profile that are missing. Returns the merged :class:`~mod_arch_core.results.Results`.
+    """
+    out = Path(out)
+    folders = sorted(p.parent for p in (out / CONFIGS_DIR).glob(f"*/{results.META_FILE}"))
+    if not folders:
+        raise FileNotFoundError(
+            f"no configuration results under {out / CONFIGS_DIR}; run a sweep into {out} first"
+        )
+    runs, curves, problems = [], [], []
+    for folder in folders:
+        try:
+            loaded = results.load(folder)
+        except (results.ResultsError, FileNotFoundError) as error:
+            problems.append(f"{folder}: {error}")
+            continue
+        runs.append(loaded.runs)
+        curves.append(loaded.curves)
+    if problems:
+        listing = "\n  ".join(problems)
+        raise results.ResultsError(
+            f"{len(problems)} configuration folder(s) are corrupted or incomplete:\n  {listing}\n"
+            "Delete them and re-run the same sweep command: only those configurations are recomputed."
+        )
+    merged_runs = pd.concat(runs, ignore_index=True)
+    merged_curves = pd.concat(curves, ignore_index=True)
+    if not allow_mixed:
+        for column in ("profile", "package_version", "git_commit", "torch_version"):
+            values = sorted(merged_runs[column].unique())
+            if len(values) > 1:
+                raise results.ResultsError(
+                    f"results under {out} mix {column} values {values}; pass allow_mixed=True "
+                    "(--allow-mixed) to merge them anyway"
+                )
+    missing: list[str] = []
+    if profile is not None:
+        profile = load_profile(profile) if isinstance(profile, str) else profile
+        expected = {job.folder.name for job in plan(profile, out)}
+        missing = sorted(expected - {f.name for f in folders})
+        if missing:
+            raise results.ResultsError(
+                f"{len(missing)} configurations of profile {profile.name!r} are missing, e.g. {missing[:3]}"
+            )
+    wall = merged_runs.drop_duplicates("config_hash").groupby("setting")["wall_seconds"].sum()
+    meta = {
+        "profile": sorted(merged_runs["profile"].unique()),
+        "configurations": len(folders),
+        "wall_seconds_per_setting": {k: float(v) for k, v in wall.items()},
+        "provenance_of_collect": provenance(),
+        "hardware": sorted(merged_runs["hardware"].unique()),
+    }
+    results.write_results(out, merged_runs, merged_curves, meta)
+    return results.load(out)
+
+
+def clean_partial(out: str | Path) -> list[Path]:
+    """Remove temporary files left by killed writers (they are never read); returns them."""
+    removed = []
+    for tmp in Path(out).rglob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def remove_configuration(folder: str | Path) -> None:
+    """Delete one configuration folder so that the next sweep recomputes it."""
+    shutil.rmtree(folder)
