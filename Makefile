@@ -44,6 +44,14 @@ lock: $(STAMP) ## Refresh requirements-lock.txt from the current environment
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e ' \
 		| sed -E 's/^(torch==[0-9.]+)\+[a-z0-9]+$$/\1/' > requirements-lock.txt
 
+.PHONY: book
+book: $(STAMP) ## Execute the notebooks (papermill, cached) and build the site into _build/html
+	$(BIN)/python -m mod_arch_core.book all
+
+.PHONY: serve
+serve: ## Serve the built site at http://127.0.0.1:8000
+	$(PYTHON) -m http.server 8000 --bind 127.0.0.1 --directory _build/html
+
 .PHONY: clean
 clean: ## Remove build outputs (keeps .venv and results/)
 	rm -rf _build book/executed .pytest_cache .ruff_cache .hypothesis

@@ -29,8 +29,19 @@ def test_exact_pins_that_protect_the_install() -> None:
 
 def test_user_named_dependencies_are_declared() -> None:
     names = {_name(d) for d in _pyproject()["project"]["dependencies"]}
-    for needed in ("torch", "jupyter-book", "papermill", "nbclient", "seaborn", "numpy", "pandas",
-                   "scipy", "matplotlib", "ipykernel", "tqdm"):
+    for needed in (
+        "torch",
+        "jupyter-book",
+        "papermill",
+        "nbclient",
+        "seaborn",
+        "numpy",
+        "pandas",
+        "scipy",
+        "matplotlib",
+        "ipykernel",
+        "tqdm",
+    ):
         assert needed in names, f"{needed} missing from pyproject dependencies"
 
 
@@ -72,17 +83,33 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 def test_makefile_targets_are_listed_in_help() -> None:
-    out = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     for target in ("test", "test-fast", "lint", "venv"):
         assert f"make {target} " in out
 
 
 def test_readme_layout_lists_existing_paths() -> None:
-    """Every path in the README's layout block exists (the layout section stays true)."""
+    """Every path in the README's layout block exists (the layout section stays true).
+
+    Indented entries are relative to the nearest less-indented folder above them.
+    """
     readme = (ROOT / "README.md").read_text()
     block = readme.split("## Layout", 1)[1].split("```", 2)[1]
-    paths = re.findall(r"^\s*([\w./-]+/?)\s", block, flags=re.MULTILINE)
-    assert paths, "no paths found in the README layout block"
+    parents: list[tuple[int, str]] = []
+    paths = []
+    for line in block.splitlines():
+        match = re.match(r"^(\s*)([\w./-]+/?)(\s|$)", line)
+        if not match:
+            continue
+        indent, name = len(match.group(1)), match.group(2)
+        while parents and parents[-1][0] >= indent:
+            parents.pop()
+        path = "".join(p for _, p in parents) + name
+        paths.append(path)
+        if name.endswith("/"):
+            parents.append((indent, name))
+    assert len(paths) > 10, "no paths found in the README layout block"
     missing = [p for p in paths if not (ROOT / p).exists()]
     assert not missing, f"README layout names missing paths: {missing}"
