@@ -48,6 +48,18 @@ lock: $(STAMP) ## Refresh requirements-lock.txt from the current environment
 book: $(STAMP) ## Execute the notebooks (papermill, cached) and build the site into _build/html
 	$(BIN)/python -m mod_arch_core.book all
 
+PROFILE ?= quick
+
+.PHONY: figures
+figures: $(STAMP) ## Sweep PROFILE (default quick) into results/PROFILE, collect, rebuild the book on it
+	$(BIN)/python -m mod_arch_core sweep --profile $(PROFILE) --out results/$(PROFILE) --no-collect
+	$(BIN)/python -m mod_arch_core collect results/$(PROFILE) --profile $(PROFILE)
+	$(BIN)/python -m mod_arch_core.book all --param results_path=$(CURDIR)/results/$(PROFILE)
+
+.PHONY: bench
+bench: $(STAMP) ## Time training steps: reference-style loop vs the engine at N=1 and N=25
+	$(BIN)/python benchmarks/bench_training.py
+
 .PHONY: serve
 serve: ## Serve the built site at http://127.0.0.1:8000
 	$(PYTHON) -m http.server 8000 --bind 127.0.0.1 --directory _build/html

@@ -19,8 +19,13 @@ executed copies are build artefacts that are not in the repository.
 Command line::
 
     python -m mod_arch_core.book execute [--force] [--only NAME ...] [--profile smoke|book]
+                                         [--param KEY=VALUE ...]
     python -m mod_arch_core.book build
-    python -m mod_arch_core.book all [--force] [--only NAME ...]
+    python -m mod_arch_core.book all [--force] [--only NAME ...] [--param KEY=VALUE ...]
+
+``--param results_path=/abs/path/results/quick`` points the results chapters (those whose parameter
+cell defines ``results_path``) at other results; a ``--param`` reaches only the chapters that declare
+that parameter, and a name no selected chapter declares is an error.
 """
 
 from __future__ import annotations
@@ -49,10 +54,12 @@ __all__ = [
     "NotebookExecutionError",
     "build_book",
     "check_profile",
+    "declared_parameters",
     "execute_notebooks",
     "find_notebooks",
     "kernel_python",
     "notebook_stamp",
+    "parse_param",
     "project_root",
     "tidy_executed_notebook",
 ]
@@ -81,6 +88,8 @@ KERNEL_ENV: dict[str, str] = {
     "PYTHONHASHSEED": "0",
     "PYDEVD_DISABLE_FILE_VALIDATION": "1",
     "MOD_ARCH_BOOK": "1",
+    # tqdm.auto warns on import when ipywidgets is missing; progress bars are off anyway
+    "PYTHONWARNINGS": "ignore:IProgress not found",
 }
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -159,6 +168,42 @@ def find_notebooks(
             )
         chosen.append(by_stem[matches[0]])
     return chosen
+
+
+def declared_parameters(notebook: str | os.PathLike[str]) -> set[str]:
+    """Names assigned in a notebook's cell tagged ``parameters`` (empty if it has none)."""
+    import ast
+
+    data = json.loads(Path(notebook).read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for cell in data.get("cells", []):
+        if cell.get("cell_type") != "code":
+            continue
+        if "parameters" not in cell.get("metadata", {}).get("tags", []):
+            continue
+        source = cell.get("source", "")
+        source = "".join(source) if isinstance(source, list) else source
+        for node in ast.parse(source).body:
+            targets = (
+                node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+            )
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return names
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """Parse ``KEY=VALUE`` from the command line; the value is YAML (``3``, ``null``, ``[a, b]``)."""
+    import yaml
+
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier():
+        raise ValueError(f"malformed --param {text!r}: expected KEY=VALUE, e.g. results_path=../r")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as error:
+        raise ValueError(f"malformed --param {text!r}: the value is not valid YAML") from error
+    return key, value
 
 
 def kernel_python(kernel_name: str = KERNEL_NAME) -> str:
@@ -331,6 +376,7 @@ def execute_notebooks(
     timeout: int = DEFAULT_TIMEOUT,
     kernel_name: str = KERNEL_NAME,
     verbose: bool = True,
+    declared_only: Mapping[str, Any] | None = None,
 ) -> list[ExecutionReport]:
     """Execute chapters with papermill into ``out_dir``, skipping those whose stamp is unchanged.
 
@@ -340,6 +386,10 @@ def execute_notebooks(
         Notebook stems or file names; all of ``notebooks/*.ipynb`` when omitted.
     parameters : mapping, optional
         Values injected into every notebook after its ``parameters`` cell (on top of ``profile``).
+    declared_only : mapping, optional
+        Values injected only into the notebooks whose ``parameters`` cell defines them
+        (:func:`declared_parameters`), e.g. ``{"results_path": ...}`` for the results chapters;
+        a name that no selected notebook defines raises ``ValueError``.
     out_dir : path
         Folder of the executed copies, relative to the project root unless absolute.
     profile : {"smoke", "book"}
@@ -375,6 +425,14 @@ def execute_notebooks(
     sources = find_notebooks(names, root_path)
     if not sources:
         return []
+    declared = {source: declared_parameters(source) for source in sources}
+    extra = dict(declared_only or {})
+    unused = sorted(k for k in extra if not any(k in names_ for names_ in declared.values()))
+    if unused:
+        raise ValueError(
+            f"parameters {unused} are not defined by any selected notebook "
+            f"({', '.join(s.stem for s in sources)})"
+        )
     _check_kernel(kernel_name)
 
     import nbformat
@@ -382,7 +440,8 @@ def execute_notebooks(
     reports = []
     for source in sources:
         target = out_path / source.name
-        stamp = notebook_stamp(source, params, root_path)
+        nb_params = {**params, **{k: v for k, v in extra.items() if k in declared[source]}}
+        stamp = notebook_stamp(source, nb_params, root_path)
         if not force and _stored_stamp(target) == stamp:
             reports.append(ExecutionReport(source.stem, target, "cached", 0.0, stamp))
             if verbose:
@@ -391,14 +450,14 @@ def execute_notebooks(
         if verbose:
             print(f"[book] {source.stem}: executing (profile={profile}) ...", flush=True)
         start = time.perf_counter()
-        _execute_one(source, target, params, timeout, source.parent, kernel_name)
+        _execute_one(source, target, nb_params, timeout, source.parent, kernel_name)
         seconds = time.perf_counter() - start
         nb = nbformat.read(target, as_version=4)
         papermill_meta = nb.metadata.get("papermill", {})
         for key in ("input_path", "output_path"):  # no machine-specific absolute paths
             if key in papermill_meta:
                 papermill_meta[key] = Path(papermill_meta[key]).name
-        record = {"stamp": stamp, "profile": profile, "parameters": params}
+        record = {"stamp": stamp, "profile": profile, "parameters": nb_params}
         nbformat.write(tidy_executed_notebook(nb, record), target)
         reports.append(ExecutionReport(source.stem, target, "executed", seconds, stamp))
         if verbose:
@@ -556,12 +615,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", metavar="NAME", help="notebooks to execute")
     parser.add_argument("--profile", default="book", choices=NOTEBOOK_PROFILES)
     parser.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT, help="seconds per cell")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a chapter parameter (YAML value), passed to the chapters that define it, e.g. "
+        "results_path=$PWD/results/quick (relative paths are relative to notebooks/); repeatable",
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
         if args.command in ("execute", "all"):
+            extra = dict(parse_param(text) for text in args.param)
             execute_notebooks(
-                args.only, profile=args.profile, force=args.force, timeout=args.timeout
+                args.only,
+                profile=args.profile,
+                force=args.force,
+                timeout=args.timeout,
+                declared_only=extra,
             )
         if args.command in ("build", "all"):
             out = build_book()

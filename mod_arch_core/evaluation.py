@@ -8,7 +8,10 @@ For every run of a stack and for each checkpoint (``last``, ``best``) this compu
 * the activation matrix P[r, m] = (1/R) E[p_m | c = r] (spec §5.2) from the model's scores;
 * Collapse-Avg, Collapse-Worst, Alignment, inverse mutual information (spec §5.3-5.4) from P;
 * the model-based Adaptation (spec §5.4, Eq. 20): Dirichlet draws p_k (``RandomState(k)``), data
-  drawn with rule distribution p_k, q_k = mean module activation, score 1/2 sum |sort p - sort q|.
+  drawn with rule distribution p_k, q_k = mean module activation, score 1/2 sum |sort p - sort q|;
+* for a model with hard routing (``model.hard_routing``: top-k, Gumbel), the same five metrics
+  once more on the *selection* frequencies, P built from ``onehot(argmax scores)`` instead of the
+  scores (keys :data:`SELECTED_METRIC_NAMES`, Switch's ``f_m`` next to the soft ``P_m``).
 
 Sample budgets are parameters (:class:`EvalBudget`); :meth:`EvalBudget.paper` gives the paper's.
 Every evaluation stream is seeded from the run's model seed only, so a run evaluates on the same
@@ -24,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mod_arch_core import metrics
@@ -50,6 +54,8 @@ METRIC_NAMES: tuple[str, ...] = (
     "adaptation",
     "inverse_mutual_info",
 )
+#: The five metrics of the selection frequencies, for models with hard routing.
+SELECTED_METRIC_NAMES: tuple[str, ...] = tuple(f"{name}_selected" for name in METRIC_NAMES)
 
 
 def _paper_perf_batch_size(setting: str, task: str) -> int:
@@ -112,6 +118,16 @@ def _generators(config: TrainConfig, stream: int, device: torch.device) -> list[
     return [by_seed[s] for _, s in config.runs]
 
 
+def _routes_hard(model: nn.Module) -> bool:
+    """True if the model declares hard routing (its forward weights are a selection)."""
+    return bool(getattr(model, "hard_routing", False))
+
+
+def _selection(scores: torch.Tensor) -> torch.Tensor:
+    """One-hot of the argmax of the scores: (..., R) -> (..., R)."""
+    return F.one_hot(scores.argmax(dim=-1), scores.shape[-1]).to(scores.dtype)
+
+
 def evaluate_performance(
     model: nn.Module,
     tasks: Sequence[Any],
@@ -155,11 +171,14 @@ def estimate_activation_matrices(
     config: TrainConfig,
     budget: EvalBudget,
     device: torch.device,
+    *,
+    selected: bool = False,
 ) -> np.ndarray | None:
     """P for every run (spec §5.2), shape (runs, R, R); ``None`` for a model without scores.
 
     Uniform rules, training length (10) for MHA/RNN, eval mode; rows are rules, columns modules,
-    each row sums to 1/R.
+    each row sums to 1/R. ``selected=True``: P of ``onehot(argmax scores)``, the selection
+    frequencies of a hard router, instead of its mean probabilities.
     """
     model.eval()
     gens = _generators(config, STREAM_PROB, device)
@@ -171,7 +190,7 @@ def estimate_activation_matrices(
         _, scores = model(batch.inputs)
         if scores is None:
             return None
-        accumulator.update(scores, batch.rules)
+        accumulator.update(_selection(scores) if selected else scores, batch.rules)
     return accumulator.matrix()
 
 
@@ -182,12 +201,15 @@ def estimate_adaptation(
     config: TrainConfig,
     budget: EvalBudget,
     device: torch.device,
+    *,
+    selected: bool = False,
 ) -> np.ndarray | None:
     """Model-based Adaptation of every run (spec §5.4, Eq. 20 with the code's 1/2), shape (runs,).
 
     For draw k = 0..draws-1: p_k = ``RandomState(k).dirichlet(ones(R))``; the rules of
     ``adaptation_batches`` batches are drawn from p_k; q_k is the mean score vector over every
     example / token / step; the run's score is the mean over k of 1/2 sum |sort p_k - sort q_k|.
+    ``selected=True``: q_k from ``onehot(argmax scores)`` (a hard router's selection frequencies).
     """
     model.eval()
     draws = metrics.dirichlet_draws(config.num_rules, budget.adaptation_draws)
@@ -204,7 +226,7 @@ def estimate_adaptation(
             _, scores = model(batch.inputs)
             if scores is None:
                 return None
-            accumulator.update(scores, batch.rules)
+            accumulator.update(_selection(scores) if selected else scores, batch.rules)
         q[:, k] = accumulator.mean_scores()
     return np.asarray(metrics.adaptation_from_marginals(draws, q))
 
@@ -220,11 +242,20 @@ def evaluate_stack(
 
     Each dict has the performance keys of :func:`evaluate_performance`, the five metrics
     (NaN for Monolithic, which has no scores) and ``activation_matrix`` (R x R nested list or None).
+    A model with hard routing also gets :data:`SELECTED_METRIC_NAMES` and
+    ``activation_matrix_selected``, from the selection frequencies (the evaluation passes for P
+    and Adaptation then run twice, on the same batches).
     """
     device = resolve_device(device if device is not None else config.device)
     perf = evaluate_performance(model, tasks, config, budget, device)
     matrices = estimate_activation_matrices(model, tasks, config, budget, device)
     adaptation = estimate_adaptation(model, tasks, config, budget, device)
+    hard = _routes_hard(model)
+    if hard:
+        selected = estimate_activation_matrices(model, tasks, config, budget, device, selected=True)
+        selected_adaptation = estimate_adaptation(
+            model, tasks, config, budget, device, selected=True
+        )
     rows: list[dict[str, Any]] = []
     for k in range(len(tasks)):
         row: dict[str, Any] = {key: float(values[k]) for key, values in perf.items()}
@@ -241,6 +272,15 @@ def evaluate_stack(
             else:  # a diverged run: its scores are NaN, so are its metrics
                 row.update({name: float("nan") for name in METRIC_NAMES})
                 row["activation_matrix"] = None
+        if hard and selected is not None:
+            P = selected[k]
+            # a diverged run (NaN scores, NaN soft P) has no meaningful argmax either
+            finite = row["activation_matrix"] is not None and bool(np.isfinite(P).all())
+            values = metrics.all_metrics(P) if finite else {}
+            for name, key in zip(METRIC_NAMES, SELECTED_METRIC_NAMES, strict=True):
+                value = selected_adaptation[k] if name == "adaptation" else values.get(name)
+                row[key] = float(value) if finite else float("nan")
+            row["activation_matrix_selected"] = P.tolist() if finite else None
         rows.append(row)
     return rows
 

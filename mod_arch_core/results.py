@@ -85,6 +85,18 @@ RUN_COLUMNS: dict[str, tuple[str, str]] = {
     "torch_version": ("s", "torch version"),
     "device": ("s", "cpu or cuda"),
     "hardware": ("s", "CPU architecture and cores, or GPU name"),
+    # Hard routers (top-k, Gumbel; evaluation.SELECTED_METRIC_NAMES): the five metrics once more,
+    # on P of the selection frequencies (argmax of the scores); NaN for every other model.
+    **{
+        f"{name}_selected": ("f", f"{label} of the selection-frequency P; NaN unless hard routing")
+        for name, label in (
+            ("collapse_avg", "Collapse-Avg"),
+            ("collapse_worst", "Collapse-Worst"),
+            ("alignment", "Alignment"),
+            ("adaptation", "model-based Adaptation"),
+            ("inverse_mutual_info", "inverse mutual information"),
+        )
+    },
 }
 
 #: The curves table.
@@ -205,7 +217,8 @@ def validate_runs(df: pd.DataFrame, *, where: str = "runs table") -> pd.DataFram
         raise ResultsError(
             f"{where}: num_rules must be >= 2, found {sorted(df['num_rules'].unique())}"
         )
-    for column in ("collapse_avg", "collapse_worst", "alignment", "adaptation"):
+    bounded = ("collapse_avg", "collapse_worst", "alignment", "adaptation")
+    for column in (*bounded, *(f"{name}_selected" for name in bounded)):
         values = df[column].dropna()
         if ((values < -1e-9) | (values > 1 + 1e-9)).any():
             raise ResultsError(
@@ -335,6 +348,146 @@ def load(path: str | Path, *, verify: bool = True) -> Results:
     return Results(runs=runs, curves=curves, meta=meta, path=path)
 
 
+# Load or compute ---------------------------------------------------------------------------
+
+#: The profile whose results the book ships (``results/quick``) and reads by default.
+SHIPPED_PROFILE = "quick"
+#: Values of a results chapter's ``profile`` parameter that mean "read, do not compute": ``None``,
+#: and ``"book"``, which the book pipeline (:mod:`mod_arch_core.book`) passes to every chapter.
+READ_ONLY_PROFILES: tuple[Any, ...] = (None, "book")
+
+
+def default_results_path(profile: str | None = None, root: str | Path = "results") -> Path:
+    """Where a profile's results live: ``root/<profile>``, or ``root/quick`` to read shipped ones.
+
+    This is the convention of ``make figures PROFILE=...`` (``results/$(PROFILE)``), so a smoke run
+    never lands in the folder of the shipped results.
+    """
+    name = SHIPPED_PROFILE if profile in READ_ONLY_PROFILES else str(profile)
+    return Path(root) / name
+
+
+def load_or_run(
+    results_path: str | Path | None = None,
+    profile: str | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+    *,
+    root: str | Path = "results",
+    executor: str = "process",
+    workers: int | None = None,
+    allow_mixed: bool = False,
+) -> Results:
+    """Results for a chapter: load them, or run a profile's sweep first (resumable), then load.
+
+    The load-or-compute step of the book's results chapters (house style: "notebooks load shipped
+    results by default and recompute when a parameter asks").
+
+    Parameters
+    ----------
+    results_path : path or None
+        Results folder (relative paths are relative to the working directory; a notebook runs in
+        ``notebooks/``). None: :func:`default_results_path` under ``root``.
+    profile : str or None
+        None or ``"book"``: read ``results_path`` as it is. A profile name (``smoke``, ``quick``,
+        ``reference``, ``paper``) or YAML file: run that sweep into ``results_path`` with
+        :func:`mod_arch_core.sweep.run_sweep` (configurations already there are skipped), then
+        :func:`mod_arch_core.sweep.collect` and return the rows of that profile's configurations.
+    overrides : list of "KEY=VALUE" (or a mapping), optional
+        Profile overrides (``["num_rules=[2,4]", "iterations.mlp=500"]``); only with a profile.
+    root : path
+        Parent folder of the default results folders (``"../results"`` from ``notebooks/``).
+    executor, workers
+        Where the sweep runs (:func:`mod_arch_core.sweep.make_executor`).
+    allow_mixed : bool
+        Let :func:`mod_arch_core.sweep.collect` merge folders of different profiles, package
+        versions or commits (e.g. a sweep resumed after a code change).
+
+    Raises
+    ------
+    FileNotFoundError
+        Nothing to read at ``results_path``; the message gives the command that produces it.
+    ValueError
+        A bad parameter, or a folder that already holds results of another profile.
+    ResultsError
+        Damaged results, or configurations of the sweep that failed.
+    """
+    if profile is not None and not isinstance(profile, str):
+        raise TypeError(f"profile must be None or a profile name, got {profile!r}")
+    if overrides is None:
+        overrides = []
+    if isinstance(overrides, str) or not isinstance(overrides, list | tuple | dict):
+        raise TypeError(
+            f"overrides must be a list of KEY=VALUE strings (or a mapping), got {overrides!r}"
+        )
+    if results_path is not None and not isinstance(results_path, str | os.PathLike):
+        raise TypeError(f"results_path must be a path or None, got {results_path!r}")
+    path = Path(results_path) if results_path is not None else default_results_path(profile, root)
+    if profile in READ_ONLY_PROFILES:
+        if overrides:
+            raise ValueError(
+                f"overrides {list(overrides)} need a profile to run; with profile={profile!r} the "
+                "results are only read"
+            )
+        return _load_for_reading(path)
+
+    from mod_arch_core.profiles import load_profile  # lazily: sweeps sit above this module
+    from mod_arch_core.sweep import collect, plan, run_sweep
+
+    loaded = load_profile(profile, list(overrides) if isinstance(overrides, tuple) else overrides)
+    hashes = {job.config_hash for job in plan(loaded, path)}
+    _refuse_other_profiles(path, loaded.name, hashes)
+    summary = run_sweep(loaded, path, executor=executor, workers=workers, progress=False)
+    if summary.failures:
+        failed = summary.table[summary.table["status"] == "failed"]
+        raise ResultsError(
+            f"{summary.failures} configuration(s) of profile {loaded.name!r} failed in {path}; "
+            f"first: {failed['configuration'].iloc[0]}\n{failed['error'].iloc[0]}"
+        )
+    merged = collect(path, profile=loaded, allow_mixed=allow_mixed)
+    runs = merged.runs[merged.runs["config_hash"].isin(hashes)].reset_index(drop=True)
+    curves = merged.curves[merged.curves["config_hash"].isin(hashes)].reset_index(drop=True)
+    return Results(runs=runs, curves=curves, meta=merged.meta, path=merged.path)
+
+
+def _load_for_reading(path: Path) -> Results:
+    if not (path / META_FILE).exists():
+        name = path.name
+        try:
+            from mod_arch_core.profiles import available_profiles
+
+            known = name in available_profiles()
+        except Exception:  # pragma: no cover - profiles are always importable in the package
+            known = False
+        sweep = name if known else SHIPPED_PROFILE
+        raise FileNotFoundError(
+            f"no results at {path} ({path / META_FILE} is missing). Produce them from the "
+            f"repository root with `make figures PROFILE={sweep}` (or `python -m mod_arch_core "
+            f"sweep --profile {sweep} --out results/{sweep}`), or run a chapter with "
+            "profile='smoke' to compute a small set on the spot"
+        )
+    return load(path)
+
+
+def _refuse_other_profiles(path: Path, profile_name: str, hashes: set[str]) -> None:
+    """Refuse to run a sweep into a folder that holds other configurations of another profile.
+
+    Configurations of another profile that the requested one shares (same hash, e.g. the paper's
+    models of a profile that extends ``quick``) are re-used, not refused.
+    """
+    for meta_file in sorted((path / "configs").glob(f"*/{META_FILE}")):
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        found = meta.get("profile")
+        if found and found != profile_name and meta.get("config_hash") not in hashes:
+            raise ValueError(
+                f"{path} holds results of profile {found!r} ({meta_file.parent.name}); running "
+                f"profile {profile_name!r} there would mix them. Use another results_path, e.g. "
+                f"{default_results_path(profile_name, path.parent)}"
+            )
+
+
 # Checkpoints -------------------------------------------------------------------------------
 
 
@@ -373,14 +526,18 @@ def is_finite_number(value: Any) -> bool:
 __all__ = [
     "CURVE_COLUMNS",
     "PAPER_MODELS",
+    "READ_ONLY_PROFILES",
     "RUN_COLUMNS",
     "RUN_KEYS",
+    "SHIPPED_PROFILE",
     "Results",
     "ResultsError",
     "atomic_write",
     "config_hash",
+    "default_results_path",
     "load",
     "load_checkpoint",
+    "load_or_run",
     "save_checkpoint",
     "sha256",
     "validate_curves",

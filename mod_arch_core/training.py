@@ -22,6 +22,7 @@ Deliberate differences from the reference loop (documented in the book's errata)
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import math
@@ -347,6 +348,89 @@ def evaluate_batches(
     return (total / num_batches).float()
 
 
+_MALLOC_TUNED = False
+
+
+def retain_freed_memory() -> bool:
+    """Let this process reuse the memory it frees instead of returning it to the system (glibc).
+
+    glibc's ``malloc`` serves blocks above 32 MB with fresh ``mmap`` pages and returns them on
+    ``free``, so every training step of a large stack page-faulted its biggest activations
+    (about 100 MB each for MHA at N = 25) back into existence; that cost 35% of an MHA step
+    (``benchmarks/README.md``). With ``mallopt`` the blocks come from the heap, which keeps its
+    peak size. Called by :func:`train`; a no-op (returning False) where glibc is not the C
+    library, and after the first call.
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED or not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    _MALLOC_TUNED = bool(mallopt(m_mmap_threshold, 1 << 30)) and bool(
+        mallopt(m_trim_threshold, (1 << 31) - 1)
+    )
+    return _MALLOC_TUNED
+
+
+def make_optimizer(params: Sequence[torch.Tensor], config: TrainConfig) -> torch.optim.Adam:
+    """Adam of spec §4 (lr ``config.lr``, default betas, no weight decay) over the stacked runs.
+
+    The fused implementation (one kernel over all parameters) computes the same elementwise
+    update as the default one; on CPU it made the optimizer step 3-6x faster at N = 25 runs
+    (``benchmarks/README.md``).
+    """
+    return torch.optim.Adam(params, lr=config.lr, fused=True)
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: Any,
+    *,
+    task: str,
+    clip: float | None,
+    alive: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One optimizer step of every run of the stack on ``batch`` (spec §4).
+
+    Each run's loss is its own mean (:func:`per_run_loss`, plus the model's per-run
+    ``auxiliary_loss()`` when it has one); the backward pass of their sum gives each run its own
+    gradient. A run whose loss is not finite is marked dead in ``alive`` (updated in place) and
+    gets zero gradients from then on; gradients are clipped per run (``clip``), then Adam steps.
+
+    Returns
+    -------
+    losses : (runs,) tensor, the losses of this step.
+    newly_diverged : (runs,) bool tensor of the runs that diverged at this step, or None.
+    """
+    output, _ = model(batch.inputs)
+    losses = per_run_loss(output, batch.targets, task)
+    auxiliary = model.auxiliary_loss() if hasattr(model, "auxiliary_loss") else None
+    if auxiliary is not None:  # routing regularisers: (runs,), each run its own
+        losses = losses + auxiliary
+    finite = torch.isfinite(losses)
+    newly = alive & ~finite
+    newly_diverged = None
+    if bool(newly.any()):
+        newly_diverged = newly
+        alive &= finite
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    optimizer.zero_grad(set_to_none=False)
+    torch.where(alive, losses, torch.zeros_like(losses)).sum().backward()
+    if not bool(alive.all()):
+        for p in params:
+            if p.grad is not None:
+                shape = (-1,) + (1,) * (p.grad.dim() - 1)
+                p.grad.mul_(alive.view(shape)).nan_to_num_(0.0, 0.0, 0.0)
+    if clip is not None:
+        clip_grad_norm_per_run(params, clip)
+    optimizer.step()
+    return losses, newly_diverged
+
+
 def train(
     config: TrainConfig,
     *,
@@ -373,11 +457,12 @@ def train(
     zeroed from then on so that the other runs continue unaffected (they never share a gradient).
     """
     device = resolve_device(config.device)
+    retain_freed_memory()
     tasks, model = build_stack(config, device)
     model.train()
     n_runs = config.num_runs
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=config.lr)
+    optimizer = make_optimizer(params, config)
     train_gens = _generators(config, STREAM_TRAIN, device)
     eval_gens = _generators(config, STREAM_EVAL, device)
     val_gens = _generators(config, STREAM_VAL, device)
@@ -433,29 +518,19 @@ def train(
         leave=False,
         dynamic_ncols=True,
     )
+    set_progress = getattr(model, "set_progress", None)  # e.g. a Gumbel temperature schedule
     start = time.perf_counter()
     for step in range(config.num_steps):
+        if set_progress is not None:
+            set_progress(step / config.num_steps)
         if step in eval_points:
             evaluate(step)
         batch = sample_stack(tasks, config.batch_size, train_gens, seq_len=seq_len, device=device)
-        output, _ = model(batch.inputs)
-        losses = per_run_loss(output, batch.targets, config.task)
-        finite = torch.isfinite(losses)
-        newly = alive & ~finite
-        if bool(newly.any()):
-            idx = newly.nonzero().flatten().cpu().numpy()
-            diverged_at[idx] = step
-            alive &= finite
-        optimizer.zero_grad(set_to_none=False)
-        torch.where(alive, losses, torch.zeros_like(losses)).sum().backward()
-        if not bool(alive.all()):
-            for p in params:
-                if p.grad is not None:
-                    shape = (-1,) + (1,) * (p.grad.dim() - 1)
-                    p.grad.mul_(alive.view(shape)).nan_to_num_(0.0, 0.0, 0.0)
-        if clip is not None:
-            clip_grad_norm_per_run(params, clip)
-        optimizer.step()
+        losses, newly = train_step(
+            model, optimizer, batch, task=config.task, clip=clip, alive=alive
+        )
+        if newly is not None:
+            diverged_at[newly.nonzero().flatten().cpu().numpy()] = step
         if show and (step % 50 == 0 or step == config.num_steps - 1):
             mean_loss = float(losses[alive].mean()) if bool(alive.any()) else float("nan")
             bar.set_postfix(runs=n_runs, loss=f"{mean_loss:.4f}", refresh=False)

@@ -1,18 +1,24 @@
-"""Figures of the definition chapters: right content, right labels, reproducible bytes."""
+"""Figures of the definition and results chapters: right content, labels, reproducible bytes."""
 
 from __future__ import annotations
 
+import json
+from itertools import product
 from pathlib import Path
 
 import matplotlib as mpl
 import numpy as np
+import pandas as pd
 import pytest
+from matplotlib.collections import PolyCollection
+from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
+from matplotlib.patches import Wedge
 
-from mod_arch_core import metrics
+from mod_arch_core import analysis, metrics, results
 from mod_arch_core.data import make_task
 from mod_arch_core.figures import definitions as figs
-from mod_arch_core.figures import style
+from mod_arch_core.figures import paper, style
 
 
 def _visible_axes(fig: Figure) -> list:
@@ -217,3 +223,229 @@ def test_parameter_count_table_and_figure() -> None:
     assert axes[0].get_ylabel() == "parameters vs Monolithic (%)"
     with pytest.raises(ValueError, match="table lacks columns"):
         figs.parameter_count_figure(table.drop(columns="vs_monolithic"))
+
+
+# --------------------------------------------------------------------------------------
+# The paper's result figures (figures.paper), on small synthetic tables
+# --------------------------------------------------------------------------------------
+
+PERF_ORDER = {"gt-modular": 1.0, "modular-op": 2.0, "modular": 3.0, "monolithic": 4.0}
+
+
+def _synthetic_runs() -> pd.DataFrame:
+    """A schema-valid runs table: MLP and RNN, both tasks, R in {2, 4}, 3 seeds, both checkpoints."""
+    rows = []
+    for setting, task, model, r, seed in product(
+        ("mlp", "rnn"), ("regression", "classification"), PERF_ORDER, (2, 4), (0, 1, 2)
+    ):
+        value = PERF_ORDER[model] * r + 0.1 * seed
+        row = {
+            "setting": setting, "task": task, "model": model, "num_rules": r, "encoder_dim": 8,
+            "dim": 32, "search_version": np.nan, "data_seed": 0, "seed": seed, "iterations": 50,
+            "n_params": 1000 * r + 100 * PERF_ORDER[model], "perf": value, "perf_ood": 2 * value,
+            "best_iteration": 50, "diverged_at": -1, "wall_seconds": 1.0, "stacked_runs": 3,
+            "config_hash": "h", "profile": "custom", "package_version": "0", "git_commit": "c",
+            "torch_version": "t", "device": "cpu", "hardware": "cpu", "activation_matrix": "",
+        }  # fmt: skip
+        if setting == "rnn":
+            for length in (3, 5, 10, 20, 30):
+                row[f"perf_{length}"] = value * length
+                row[f"perf_ood_{length}"] = 2 * value * length
+        if model != "monolithic":
+            level = 0.0 if model == "gt-modular" else 0.1 * r + 0.01 * seed
+            for name in analysis.METRICS:
+                row[name] = min(level, 1.0)
+            matrix = np.eye(r) / r if model == "gt-modular" else np.full((r, r), 1 / r**2)
+            row["activation_matrix"] = json.dumps(matrix.tolist())
+        for checkpoint in ("last", "best"):
+            rows.append({**row, "checkpoint": checkpoint})
+    return results.validate_runs(pd.DataFrame(rows))
+
+
+def _synthetic_curves(runs: pd.DataFrame) -> pd.DataFrame:
+    last = runs[runs["checkpoint"] == "last"]
+    rows = []
+    for run in last.itertuples(index=False):
+        for iteration in range(0, 51, 10):
+            value = run.perf * (2.0 - iteration / 50)
+            keys = {key: getattr(run, key) for key in results.RUN_KEYS}
+            rows.append({**keys, "iteration": iteration, "perf": value, "perf_val": value})
+    return results.validate_curves(pd.DataFrame(rows).assign(config_hash="h"))
+
+
+@pytest.fixture(scope="module")
+def runs() -> pd.DataFrame:
+    return _synthetic_runs()
+
+
+@pytest.fixture(scope="module")
+def curves(runs: pd.DataFrame) -> pd.DataFrame:
+    return _synthetic_curves(runs)
+
+
+def _legend_labels(fig: Figure) -> list[str]:
+    return [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+
+
+def test_fig3_pies_state_settings_ties_and_colours(runs: pd.DataFrame, tmp_path: Path) -> None:
+    fig = paper.fig3_ranking_pies(runs, figures_dir=tmp_path)
+    donut, sub = fig.axes[:2]
+    # GT-Modular always wins; empty slices are dropped, so each pie has one wedge
+    wedges = [p for p in donut.patches if isinstance(p, Wedge)]
+    assert len(wedges) == 1 and mpl.colors.to_hex(wedges[0].get_facecolor()) == "#31356e"
+    assert wedges[0].width == pytest.approx(0.3), "the four-model pie is a donut"
+    sub_wedges = [p for p in sub.patches if isinstance(p, Wedge)]
+    assert [mpl.colors.to_hex(w.get_facecolor()) for w in sub_wedges] == ["#704e85"]
+    assert "8 settings; 0 ties" in donut.get_title()
+    assert "GT-Modular, Modular-op, Monolithic, Modular" in donut.get_title()
+    assert "ties to Monolithic" in sub.get_title()
+    assert "100.0%" in [t.get_text() for t in donut.texts]
+    assert "ID, last checkpoint, ranking fixed" in fig.get_suptitle()
+    assert (tmp_path / "fig3_ranking_pies.svg").is_file()
+    assert (tmp_path / "fig3_ranking_pies.png").is_file()
+    released = paper.fig3_ranking_pies(runs, as_released=True, figures_dir=tmp_path)
+    slices = [p for p in released.axes[0].patches if isinstance(p, Wedge)]
+    assert len(slices) == 2, "RNN classification crowns its worst model, Monolithic"
+    assert "as released" in released.get_suptitle()
+    assert (tmp_path / "fig3_ranking_pies_as_released.svg").is_file()
+    with pytest.raises(ValueError, match="metric must be 'perf' or 'perf_ood'"):
+        paper.fig3_ranking_pies(runs, metric="accuracy")
+
+
+def test_fig4_facets_labels_hues_and_bands(runs: pd.DataFrame) -> None:
+    fig = paper.fig4_perf_vs_rules(runs)
+    axes = _visible_axes(fig)
+    assert len(axes) == 2 * 4
+    assert [ax.get_title() for ax in axes[:4]] == [f"MLP · {p}" for p in analysis.PANELS]
+    assert axes[4].get_title() == "RNN · Classification | ID"
+    assert axes[0].get_ylabel() == "Error (%)" and axes[2].get_ylabel() == "Loss (L1)"
+    assert axes[4].get_xlabel() == "Rules"
+    assert axes[0].get_xscale() == "log"
+    assert [t.get_text() for t in axes[0].get_xticklabels()] == ["2", "4"]
+    for ax in axes:
+        assert len(ax.get_lines()) == 4, "one line per model"
+        bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+        assert len(bands) == 4, "a confidence band per model"
+    assert _legend_labels(fig) == ["GT-Modular", "Modular-op", "Modular", "Monolithic"]
+    assert "95% bootstrap CI" in fig.get_suptitle() and "last checkpoint" in fig.get_suptitle()
+    # the plotted means are the means over runs of the last checkpoint
+    gt = axes[2].get_lines()[0]
+    np.testing.assert_allclose(gt.get_ydata(), [2.1, 4.1])
+
+
+def test_fig4_bands_are_real_intervals(runs: pd.DataFrame) -> None:
+    fig = paper.fig4_perf_vs_rules(runs)
+    band = next(c for c in fig.axes[2].collections if isinstance(c, PolyCollection))
+    heights = np.ptp(band.get_paths()[0].vertices[:, 1])
+    assert heights > 0.05, "seeds differ by 0.1, so the 95% band is visible"
+
+
+def test_fig5_and_fig6_bars_hues_and_error_bars(runs: pd.DataFrame) -> None:
+    fig = paper.fig5_metrics_vs_rules(runs)
+    axes = _visible_axes(fig)
+    assert [ax.get_title() for ax in axes] == [
+        "Collapse-Avg", "Collapse-Worst", "Alignment", "Adaptation", "Inverse Mutual Info",
+    ]  # fmt: skip
+    assert _legend_labels(fig) == ["GT-Modular", "Modular-op", "Modular", "Random"]
+    alignment = axes[2]
+    bars = [c for c in alignment.containers if isinstance(c, BarContainer)]
+    assert len(bars) == 4 and all(len(b) == 2 for b in bars), "4 hues x 2 values of R"
+    random_heights = [patch.get_height() for patch in bars[3]]
+    np.testing.assert_allclose(random_heights, [0.5, 0.75])
+    assert all(b.errorbar is not None for b in bars), "95% CI error bars"
+    assert [t.get_text() for t in alignment.get_xticklabels()] == ["2", "4"]
+    by_setting = paper.fig5_metrics_vs_rules(runs, by="setting")
+    assert len(_visible_axes(by_setting)) == 2 * 5
+    assert _visible_axes(by_setting)[5].get_title() == "RNN · Collapse-Avg"
+    fig6 = paper.fig6_metrics_per_model(runs)
+    axes6 = _visible_axes(fig6)
+    assert len(axes6) == 5
+    labels = [t.get_text() for t in axes6[0].get_xticklabels()]
+    assert labels == ["GT-Modular", "Modular-op", "Modular", "Random"]
+    (bars6,) = [c for c in axes6[2].containers if isinstance(c, BarContainer)]
+    assert bars6[3].get_height() == pytest.approx(0.625), "Random: mean of 1/2 and 3/4"
+
+
+def test_fig7_per_setting_and_task_never_mixes_units(curves: pd.DataFrame) -> None:
+    fig = paper.fig7_training_curves(curves)
+    axes = _visible_axes(fig)
+    assert [ax.get_title() for ax in axes] == [
+        "MLP · regression", "MLP · classification", "RNN · regression", "RNN · classification",
+    ]  # fmt: skip
+    assert axes[0].get_ylabel() == "Loss (L1)" and axes[1].get_ylabel() == "Error (%)"
+    assert axes[2].get_xlabel() == "Iteration"
+    for ax in axes:
+        assert len(ax.get_lines()) == 4
+        assert len([c for c in ax.collections if isinstance(c, PolyCollection)]) == 4
+    relative = paper.fig7_training_curves(curves, relative=True)
+    first = _visible_axes(relative)[0]
+    assert first.get_ylabel() == "Perf / perf at start"
+    line = first.get_lines()[0]
+    assert line.get_ydata()[0] == pytest.approx(1.0)
+    assert line.get_ydata()[-1] == pytest.approx(0.5)
+
+
+def test_appendix_figures(runs: pd.DataFrame) -> None:
+    size = paper.perf_vs_size(runs)
+    axes = _visible_axes(size)
+    assert len(axes) == 8 and axes[0].get_xscale() == "log"
+    assert axes[-1].get_xlabel() == "Number of parameters"
+    lengths = paper.perf_per_length(runs)
+    axes = _visible_axes(lengths)
+    assert [ax.get_title() for ax in axes] == [
+        "RNN regression · ID", "RNN regression · OoD",
+        "RNN classification · ID", "RNN classification · OoD",
+    ]  # fmt: skip
+    assert [int(t) for t in axes[0].get_xticks()] == [3, 5, 10, 20, 30]
+    assert len([c for c in axes[0].collections if isinstance(c, PolyCollection)]) == 4
+    with pytest.raises(ValueError, match="needs MHA or RNN runs"):
+        paper.perf_per_length(runs[runs["setting"] == "mlp"])
+    capacity = paper.metrics_per_capacity(runs)
+    axes = _visible_axes(capacity)
+    assert len(axes) == 5 * 2
+    assert [ax.get_title() for ax in axes[:2]] == ["Rules = 2", "Rules = 4"]
+    assert axes[0].get_ylabel() == "Collapse-Avg"
+
+
+def test_activation_and_training_run_figures(runs: pd.DataFrame, curves: pd.DataFrame) -> None:
+    fig = paper.learned_activation_figure(runs, setting="mlp", task="regression", num_rules=4)
+    panels = _visible_axes(fig)
+    assert len(panels) == 3
+    assert panels[0].get_title().startswith("GT-Modular (data seed 0, seed 0)\nC_A 0.00")
+    assert "Align 0.75" in panels[2].get_title(), "uniform routing"
+    one = curves[
+        (curves["setting"] == "mlp")
+        & (curves["task"] == "regression")
+        & (curves["model"] == "modular")
+        & (curves["num_rules"] == 2)
+    ]
+    training = paper.training_runs_figure(one)
+    left = training.axes[0]
+    assert len(left.get_lines()) == 3 + 1, "three runs and their mean"
+    assert left.get_ylabel() == "Loss (L1)"
+    assert "3 runs trained as one stack" in training.get_suptitle()
+    with pytest.raises(ValueError, match="draws one configuration"):
+        paper.training_runs_figure(curves)
+    with pytest.raises(ValueError, match="at least one"):
+        paper.activation_matrices_figure({})
+
+
+def test_result_figures_have_reproducible_bytes(runs: pd.DataFrame, curves: pd.DataFrame) -> None:
+    for draw in (
+        lambda: paper.fig3_ranking_pies(runs),
+        lambda: paper.fig4_perf_vs_rules(runs),
+        lambda: paper.fig5_metrics_vs_rules(runs),
+        lambda: paper.fig7_training_curves(curves),
+    ):
+        assert style.figure_bytes(draw()) == style.figure_bytes(draw())
+
+
+def test_result_figures_refuse_bad_input(runs: pd.DataFrame) -> None:
+    with pytest.raises(ValueError, match="checkpoint must be one of last, best, pooled"):
+        paper.fig4_perf_vs_rules(runs, checkpoint="final")
+    with pytest.raises(TypeError, match="must be a pandas DataFrame"):
+        paper.fig5_metrics_vs_rules([1, 2])
+    with pytest.raises(ValueError, match="by must be None, 'setting' or 'task'"):
+        paper.fig5_metrics_vs_rules(runs, by="seed")
+    with pytest.raises(ValueError, match="table is empty"):
+        paper.fig6_metrics_per_model(runs.iloc[:0])

@@ -11,8 +11,10 @@ import torch.nn.functional as F
 
 from mod_arch_core.models import (
     MODEL_NAMES,
+    MODELS,
     GroupLinear,
     GroupLSTMCell,
+    HardRouting,
     StackedLSTMCell,
     StackedMLP,
     build_model,
@@ -171,7 +173,9 @@ def test_reference_convention_adds_only_the_unused_rnn_scorer_bias():
         for model in MODEL_NAMES:
             args = (setting, model, 4, 32, 128, "regression")
             extra = count_parameters(*args) - count_parameters(*args, reference_convention=False)
-            assert extra == (4 if (setting, model) == ("rnn", "modular") else 0)
+            routing = getattr(build_model(*args, device="meta"), "routing", None)
+            self_scored = getattr(routing, "self_scored", False)  # modular and its variants
+            assert extra == (4 if setting == "rnn" and self_scored else 0)
 
 
 SPEC_HEAD_DIM = {
@@ -281,8 +285,15 @@ def test_same_seeds_give_identical_weights_and_outputs():
 # Training -----------------------------------------------------------------------------------
 
 
+# A small step lowers a smooth loss; a hard router's loss jumps wherever a selection flips, so
+# the routing variants of sparse_routing.py are trained in tests/test_routing_variants.py instead.
+SMOOTH_MODELS = tuple(
+    m for m in MODEL_NAMES if not issubclass(MODELS[m].routing or object, HardRouting)
+)
+
+
 @pytest.mark.parametrize("task", TASKS)
-@pytest.mark.parametrize("model", MODEL_NAMES)
+@pytest.mark.parametrize("model", SMOOTH_MODELS)
 @pytest.mark.parametrize("setting", SETTINGS)
 def test_one_adam_step_lowers_the_loss_of_every_run(setting, model, task):
     stacked = tiny(setting, model, task, num_runs=2)
@@ -400,8 +411,8 @@ def test_routings_and_aggregation():
     torch.testing.assert_close(context(onehot), scorer(onehot).softmax(-1))
     oracle = build_routing("gt-modular", context_scorer=lambda: None)
     assert torch.equal(oracle(onehot, module_logits=logits), onehot)
-    with pytest.raises(ValueError, match="unknown routing 'modular-topk'"):
-        build_routing("modular-topk", context_scorer=lambda: None)
+    with pytest.raises(ValueError, match="unknown routing 'no-such-routing'"):
+        build_routing("no-such-routing", context_scorer=lambda: None)
     values = randn(2, 5, R, 6)
     probs = logits.softmax(-1)
     expected = sum(probs[..., m, None] * values[..., m, :] for m in range(R))

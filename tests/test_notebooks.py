@@ -3,25 +3,148 @@
 Each test executes a notebook through papermill (via :func:`mod_arch_core.book.execute_notebooks`)
 with an execution timeout into a pytest temporary folder; pytest keeps the last three such folders
 (``/tmp/pytest-of-$USER/``), so the executed notebooks can be opened after a failure.
+
+The results chapters (those whose parameters define ``results_path``) share one ``smoke`` sweep per
+test session (:func:`smoke_results`): the first of them runs with ``profile="smoke"`` on that folder,
+which exercises the resumable load-or-compute path, the others read it with ``profile=None``.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
 import pytest
 from papermill.exceptions import PapermillExecutionError
 
-from mod_arch_core import book
+from mod_arch_core import book, results
+from mod_arch_core.figures import paper
+from mod_arch_core.profiles import load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMES = [p.stem for p in sorted((ROOT / book.NOTEBOOK_DIR).glob("*.ipynb"))]
+SOURCES = sorted((ROOT / book.NOTEBOOK_DIR).glob("*.ipynb"))
+NAMES = [p.stem for p in SOURCES]
+RESULTS_NAMES = [p.stem for p in SOURCES if "results_path" in book.declared_parameters(p)]
+DEFINITION_NAMES = [name for name in NAMES if name not in RESULTS_NAMES]
 TIMEOUT = 300  # seconds per cell; the smoke profile needs a few seconds per notebook
+#: Figure files each chapter must write (stems under figures_dir).
+FIGURES = {
+    "03_metrics": ["fig2_collapse_example"],
+    "04_training": ["ch4_training_runs", "ch4_activation_matrices"],
+    "05_results_performance": [
+        "fig3_ranking_pies",
+        "fig3_ranking_pies_as_released",
+        "fig4_perf_vs_rules",
+        "perf_vs_size",
+        "perf_per_length",
+    ],
+    "06_results_specialization": [
+        "fig5_metrics_vs_rules",
+        "fig5_metrics_vs_rules_by_setting",
+        "fig6_metrics_per_model",
+        "metrics_per_capacity",
+        "learned_activation_matrices",
+    ],
+    "07_results_training_speed": ["fig7_training_curves", "fig7_training_curves_relative"],
+}
+
+
+def _check_executed(name: str, output: Path, figures: Path) -> None:
+    nb = nbformat.read(output, as_version=4)
+    assert not nb.metadata["papermill"]["exception"]
+    assert nb.metadata["mod_arch_core"]["profile"] == "smoke"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.execution_count is not None for c in code), "every cell ran"
+    for cell in code:
+        for out in cell.outputs:
+            assert out.output_type != "error", f"{name}: a cell raised"
+            if out.output_type == "stream":
+                assert out.name == "stdout", f"{name}: stderr output {out.text[:200]!r}"
+    glued = [o for c in code for o in c.outputs if "scrapbook" in o.get("metadata", {})]
+    assert glued, f"{name} glues no numbers into its prose"
+    hidden = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert hidden and "remove-cell" in hidden[0].metadata["tags"]
+    for stem in FIGURES.get(name, []):
+        for suffix in ("svg", "png"):
+            file = figures / f"{stem}.{suffix}"
+            assert file.is_file() and file.stat().st_size > 1000, f"{name} did not write {file}"
+
+
+# --------------------------------------------------------------------------------------
+# Fast checks of the chapters' parameters and the book pages that describe them
+# --------------------------------------------------------------------------------------
+
+
+def test_chapters_are_split_into_definitions_and_results() -> None:
+    assert RESULTS_NAMES == [
+        "05_results_performance",
+        "06_results_specialization",
+        "07_results_training_speed",
+        "08_reproduction_report",
+    ]
+    assert "04_training" in DEFINITION_NAMES
+    for name in RESULTS_NAMES:
+        declared = book.declared_parameters(ROOT / book.NOTEBOOK_DIR / f"{name}.ipynb")
+        assert {"profile", "results_path", "overrides", "checkpoint", "figures_dir"} <= declared
+
+
+def test_book_param_reaches_only_declaring_chapters(tmp_path: Path) -> None:
+    assert book.parse_param("results_path=../r") == ("results_path", "../r")
+    assert book.parse_param("profile=null") == ("profile", None)
+    assert book.parse_param("overrides=['num_rules=[2]']") == ("overrides", ["num_rules=[2]"])
+    with pytest.raises(ValueError, match="malformed --param 'results_path'"):
+        book.parse_param("results_path")
+    with pytest.raises(ValueError, match=r"parameters \['results_path'\] are not defined"):
+        book.execute_notebooks(
+            ["01"], declared_only={"results_path": "x"}, out_dir=tmp_path, verbose=False
+        )
+
+
+def test_reproduce_page_states_the_profile_sizes() -> None:
+    page = (ROOT / "book" / "reproduce.md").read_text(encoding="utf-8")
+    for name in ("smoke", "quick", "reference", "paper"):
+        profile = load_profile(name)
+        row = next(line for line in page.splitlines() if line.startswith(f"| `{name}` |"))
+        cells = [c.strip() for c in row.split("|")]
+        assert cells[3] == f"{len(profile.configurations()):,}", f"{name}: configurations"
+        assert cells[4] == f"{profile.num_runs():,}", f"{name}: runs"
+        assert cells[5] == f"{profile.total_steps():,}", f"{name}: optimizer steps"
+        if isinstance(profile.budget, str):
+            assert cells[6] == f"`{profile.budget}`", f"{name}: evaluation budget"
+        else:
+            draws = profile.eval_budget().adaptation_draws
+            assert f"{draws} Adaptation draws" in cells[6], f"{name}: evaluation budget"
+    for command in ("make figures PROFILE=quick", "--shard 0/4", "--executor submitit", "collect"):
+        assert command in page
+
+
+def test_figure_index_names_every_figure_function_and_file() -> None:
+    page = (ROOT / "book" / "figure-index.md").read_text(encoding="utf-8")
+    for function in paper.FIGURE_FILES:
+        assert f"mod_arch_core.figures.paper.{function}" in page, function
+    for stems in FIGURES.values():
+        for stem in stems:
+            assert f"figures/{stem}.{{svg,png}}" in page, stem
+    for name in NAMES:
+        if name != "01_rules_and_tasks":
+            assert f"executed/{name}" in page, name
+
+
+def test_makefile_figures_target() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^figures: \$\(STAMP\) ## ", makefile, re.M)
+    assert "--profile $(PROFILE) --out results/$(PROFILE)" in makefile
+    assert "-m mod_arch_core.book all --param results_path=" in makefile
+
+
+# --------------------------------------------------------------------------------------
+# Definition and training chapters: each computes its own numbers
+# --------------------------------------------------------------------------------------
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", DEFINITION_NAMES)
 def test_notebook_runs_at_smoke_profile(
     name: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -37,27 +160,11 @@ def test_notebook_runs_at_smoke_profile(
         verbose=False,
     )
     assert report.status == "executed"
-    nb = nbformat.read(report.output, as_version=4)
-    assert not nb.metadata["papermill"]["exception"]
-    assert nb.metadata["mod_arch_core"]["profile"] == "smoke"
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(c.execution_count is not None for c in code), "every cell ran"
-    for cell in code:
-        for output in cell.outputs:
-            assert output.output_type != "error", f"{name}: a cell raised"
-            if output.output_type == "stream":
-                assert output.name == "stdout", f"{name}: stderr output {output.text[:200]!r}"
-    glued = [o for c in code for o in c.outputs if "scrapbook" in o.get("metadata", {})]
-    assert glued, f"{name} glues no numbers into its prose"
-    hidden = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
-    assert hidden and "remove-cell" in hidden[0].metadata["tags"]
-    if name.startswith("03"):
-        assert (figures / "fig2_collapse_example.svg").stat().st_size > 1000
-        assert (figures / "fig2_collapse_example.png").stat().st_size > 1000
+    _check_executed(name, report.output, figures)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", DEFINITION_NAMES)
 def test_bad_parameter_stops_the_notebook_clearly(name: str, tmp_path: Path) -> None:
     with pytest.raises(book.NotebookExecutionError) as info:
         book.execute_notebooks(
@@ -82,7 +189,7 @@ def test_bad_parameter_stops_the_notebook_clearly(name: str, tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_unknown_profile_is_refused_inside_the_notebook(tmp_path: Path) -> None:
-    name = NAMES[-1]
+    name = DEFINITION_NAMES[-1]
     with pytest.raises(book.NotebookExecutionError) as info:
         book.execute_notebooks(
             [name],
@@ -94,3 +201,102 @@ def test_unknown_profile_is_refused_inside_the_notebook(tmp_path: Path) -> None:
             verbose=False,
         )
     assert info.value.__cause__.evalue == "profile must be one of smoke, book; got 'huge'"
+
+
+@pytest.mark.slow
+def test_training_chapter_refuses_an_unknown_model(tmp_path: Path) -> None:
+    with pytest.raises(book.NotebookExecutionError) as info:
+        book.execute_notebooks(
+            ["04_training"],
+            parameters={"model": "transformer", "figures_dir": str(tmp_path / "figures")},
+            out_dir=tmp_path,
+            profile="smoke",
+            force=True,
+            timeout=TIMEOUT,
+            verbose=False,
+        )
+    assert info.value.__cause__.evalue == (
+        "unknown model 'transformer'; allowed: monolithic, modular, modular-op, gt-modular"
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Results chapters: one smoke sweep per session
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def smoke_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ``smoke`` sweep, run once per test session into a temporary folder (about 30 s)."""
+    path = tmp_path_factory.mktemp("results") / "smoke"
+    loaded = results.load_or_run(path, "smoke")
+    assert set(loaded.runs["profile"]) == {"smoke"}
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", RESULTS_NAMES)
+def test_results_chapter_runs_on_the_smoke_sweep(
+    name: str, smoke_results: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    out = tmp_path_factory.mktemp(f"smoke-{name}")
+    figures = out / "figures"
+    # the first chapter goes through the sweep path (everything is already done: it resumes)
+    profile = "smoke" if name == RESULTS_NAMES[0] else None
+    (report,) = book.execute_notebooks(
+        [name],
+        parameters={
+            "profile": profile,
+            "results_path": str(smoke_results),
+            "figures_dir": str(figures),
+        },
+        out_dir=out,
+        profile="smoke",
+        force=True,
+        timeout=TIMEOUT,
+        verbose=False,
+    )
+    assert report.status == "executed"
+    _check_executed(name, report.output, figures)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", RESULTS_NAMES)
+def test_results_chapter_without_results_says_how_to_make_them(name: str, tmp_path: Path) -> None:
+    missing = tmp_path / "results" / "quick"
+    with pytest.raises(book.NotebookExecutionError) as info:
+        book.execute_notebooks(
+            [name],
+            parameters={"profile": None, "results_path": str(missing)},
+            out_dir=tmp_path,
+            profile="smoke",
+            force=True,
+            timeout=TIMEOUT,
+            verbose=False,
+        )
+    cause = info.value.__cause__
+    assert cause.ename == "FileNotFoundError"
+    assert cause.evalue.startswith(f"no results at {missing}")
+    assert "make figures PROFILE=quick" in cause.evalue
+    assert book._stored_stamp(tmp_path / f"{name}.ipynb") is None
+
+
+@pytest.mark.slow
+def test_results_chapter_refuses_an_unknown_profile_and_checkpoint(tmp_path: Path) -> None:
+    name = RESULTS_NAMES[-1]
+    for parameters, message in (
+        ({"profile": "huge"}, "unknown profile 'huge'; available:"),
+        ({"profile": None, "checkpoint": "middle"}, "checkpoint must be one of last, best"),
+    ):
+        with pytest.raises(book.NotebookExecutionError) as info:
+            book.execute_notebooks(
+                [name],
+                parameters={"results_path": str(tmp_path / "r"), **parameters},
+                out_dir=tmp_path,
+                profile="smoke",
+                force=True,
+                timeout=TIMEOUT,
+                verbose=False,
+            )
+        assert info.value.__cause__.ename == "ValueError"
+        assert info.value.__cause__.evalue.startswith(message)

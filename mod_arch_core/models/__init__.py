@@ -2,7 +2,8 @@
 
 Vocabulary of the survey (survey-map §A): each modular model is a *computation function*
 (R modules: :mod:`~mod_arch_core.models.layers`), a *routing function*
-(:mod:`~mod_arch_core.models.routing`: learned self-scored, context-only or oracle) and an
+(:mod:`~mod_arch_core.models.routing`: learned self-scored, context-only or oracle; beyond the
+paper, :mod:`~mod_arch_core.models.sparse_routing`: top-k, Gumbel-softmax, regularisers) and an
 *aggregation function* (:func:`~mod_arch_core.models.aggregation.weighted_sum`). The
 per-setting computation lives in :mod:`.mlp`, :mod:`.mha` and :mod:`.rnn`;
 :func:`build_model` and :func:`count_parameters` are the entry points.
@@ -36,6 +37,8 @@ from mod_arch_core.models.mha import (
 from mod_arch_core.models.mlp import mlp_module_width
 from mod_arch_core.models.registry import (
     MODEL_NAMES,
+    MODELS,
+    ModelSpec,
     build_model,
     count_parameters,
     input_dim,
@@ -49,28 +52,49 @@ from mod_arch_core.models.routing import (
     Routing,
     SelfScoredRouting,
     build_routing,
+    register_routing,
+)
+from mod_arch_core.models.sparse_routing import (
+    ContextTopKRouting,
+    HardRouting,
+    RoutedModel,
+    SelfScoredGumbelRouting,
+    SelfScoredTopKRouting,
+    TopKRouting,
+    load_balancing_loss,
+    routing_information_loss,
+    top_k_gate,
 )
 
 __all__ = [
+    "MODELS",
     "MODEL_NAMES",
     "ROUTINGS",
     "ContextRouting",
+    "ContextTopKRouting",
     "GroupLSTMCell",
     "GroupLinear",
     "GroupMLP",
+    "HardRouting",
     "ModelConfig",
+    "ModelSpec",
     "OracleRouting",
+    "RoutedModel",
     "Routing",
+    "SelfScoredGumbelRouting",
     "SelfScoredRouting",
+    "SelfScoredTopKRouting",
     "StackedLSTMCell",
     "StackedLinear",
     "StackedMLP",
     "StackedModel",
+    "TopKRouting",
     "build_model",
     "build_routing",
     "count_parameters",
     "initialise",
     "input_dim",
+    "load_balancing_loss",
     "lstm_update",
     "masked_self_attention",
     "mha_head_dim",
@@ -78,6 +102,9 @@ __all__ = [
     "mha_intermediate_dim",
     "mlp_module_width",
     "model_class",
+    "register_routing",
     "rnn_modular_hidden",
+    "routing_information_loss",
+    "top_k_gate",
     "weighted_sum",
 ]

@@ -32,6 +32,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from mod_arch_core.models.aggregation import mixed_group_linear
+
 __all__ = [
     "GroupLSTMCell",
     "GroupLinear",
@@ -40,7 +42,10 @@ __all__ = [
     "StackedLinear",
     "StackedMLP",
     "StackedModule",
+    "affine",
+    "block_diagonal",
     "group_linear",
+    "group_linear_scores",
     "initialise",
     "lstm_update",
     "make_generators",
@@ -125,6 +130,32 @@ def _check_last_dim(x: Tensor, num_runs: int, din: int, layer: str) -> None:
 # Linear maps ---------------------------------------------------------------------------------
 
 
+def affine(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``x[k] @ weight[k] + bias[k]`` for every k of the leading batch axis.
+
+    Parameters
+    ----------
+    x : Tensor, shape (K, M, din)
+    weight : Tensor, shape (K, din, dout)
+    bias : Tensor of shape (K, dout), optional
+
+    Returns
+    -------
+    Tensor, shape (K, M, dout)
+
+    A narrow input with a wide output (``2 din <= dout``, e.g. the attention's q, k, v) takes the
+    bias as one more input column of ones, ``[x, 1] @ [weight; bias]``: ``torch.baddbmm`` would
+    first write the bias into the whole (M, dout) output and its backward pass sum the output's
+    gradient again for the bias, two extra passes over the largest tensor of the product.
+    """
+    if bias is None:
+        return torch.bmm(x, weight)
+    if 2 * weight.shape[-2] <= weight.shape[-1]:
+        ones = x.new_ones(*x.shape[:-1], 1)
+        return torch.bmm(torch.cat([x, ones], dim=-1), torch.cat([weight, bias.unsqueeze(-2)], -2))
+    return torch.baddbmm(bias.unsqueeze(-2), x, weight)
+
+
 class StackedLinear(StackedModule):
     """N independent ``nn.Linear(din, dout)`` layers, one per run (spec §3.1).
 
@@ -177,10 +208,7 @@ class StackedLinear(StackedModule):
         _check_last_dim(x, self.num_runs, self.in_features, "StackedLinear")
         lead = x.shape[1:-1]
         flat = x.reshape(self.num_runs, -1, self.in_features)
-        if self.bias is None:
-            out = torch.bmm(flat, self.weight)
-        else:
-            out = torch.baddbmm(self.bias.unsqueeze(1), flat, self.weight)
+        out = affine(flat, self.weight, self.bias)
         return out.view(self.num_runs, *lead, self.out_features)
 
     def extra_repr(self) -> str:
@@ -219,6 +247,39 @@ def group_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tenso
     else:
         out = torch.baddbmm(bias.reshape(n * r, 1, dout), flat, weight.reshape(n * r, din, dout))
     return out.view(n, r, -1, dout).transpose(1, 2).reshape(n, *lead, r, dout)
+
+
+def block_diagonal(weight: Tensor) -> Tensor:
+    """R column vectors as one block-diagonal matrix: (N, R, din) -> (N, R * din, R).
+
+    ``x.view(N, M, R * din) @ block_diagonal(w)`` gives ``x[..., r, :] @ w[:, r]`` for every
+    module r in one matrix product (used for the modules' one-channel score logits).
+    """
+    n, r, din = weight.shape
+    eye = torch.eye(r, dtype=weight.dtype, device=weight.device)
+    return (weight.unsqueeze(-1) * eye[:, None, :]).reshape(n, r * din, r)
+
+
+def group_linear_scores(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """Module r's one-channel map of ``x[..., r, :]``, all modules at once (spec §3.2, §3.3).
+
+    Parameters
+    ----------
+    x : Tensor, shape (N, ..., R, din)
+    weight : Tensor, shape (N, R, din)
+    bias : Tensor of shape (N, R), optional
+
+    Returns
+    -------
+    Tensor, shape (N, ..., R): ``x[..., r, :] @ weight[:, r] + bias[:, r]``.
+    """
+    n, r, din = weight.shape
+    flat = x.reshape(n, -1, r * din)
+    if bias is None:
+        out = torch.bmm(flat, block_diagonal(weight))
+    else:
+        out = torch.baddbmm(bias.unsqueeze(1), flat, block_diagonal(weight))
+    return out.view(x.shape[:-1])
 
 
 class GroupLinear(StackedModule):
@@ -290,11 +351,8 @@ class GroupLinear(StackedModule):
             lead = x.shape[1:-1]
             flat = x.reshape(n, -1, din)
             weight = self.weight.permute(0, 2, 1, 3).reshape(n, din, r * dout)
-            if self.bias is None:
-                out = torch.bmm(flat, weight)
-            else:
-                out = torch.baddbmm(self.bias.reshape(n, 1, r * dout), flat, weight)
-            return out.view(n, *lead, r, dout)
+            bias = None if self.bias is None else self.bias.reshape(n, r * dout)
+            return affine(flat, weight, bias).view(n, *lead, r, dout)
         return group_linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
@@ -352,6 +410,32 @@ class GroupMLP(nn.Module):
         """(N, ..., [R,] din) -> (N, ..., R, dout)."""
         return self.second(torch.relu(self.first(x)))
 
+    # The routed use of the modules (spec §3.2, §3.3): out = sum_m p_m module_m(x), where the
+    # last output channel of a self-scored module is its score logit, not a value.
+
+    def hidden(self, x: Tensor) -> Tensor:
+        """The modules' hidden activations ``relu(first(x))``: (N, ..., R, hidden)."""
+        return torch.relu(self.first(x))
+
+    def score_channel(self, hidden: Tensor) -> Tensor:
+        """The last output channel of every module (its score logit): (N, ..., R)."""
+        second = self.second
+        bias = None if second.bias is None else second.bias[..., -1]
+        return group_linear_scores(hidden, second.weight[..., -1], bias)
+
+    def mix(self, hidden: Tensor, probs: Tensor, *, score_channel: bool = False) -> Tensor:
+        """``sum_m probs_m * second_m(hidden_m)``: (N, ..., R, hidden), (N, ..., R) -> (N, ..., dout).
+
+        With ``score_channel`` the last output channel (the score logit) is left out. Computed
+        by :func:`~mod_arch_core.models.aggregation.mixed_group_linear`, without the modules'
+        (N, ..., R, dout) outputs.
+        """
+        weight, bias = self.second.weight, self.second.bias
+        if score_channel:
+            weight = weight[..., :-1]
+            bias = None if bias is None else bias[..., :-1]
+        return mixed_group_linear(hidden, weight, bias, probs)
+
 
 # Recurrent cells -----------------------------------------------------------------------------
 
@@ -362,6 +446,10 @@ def lstm_update(preact: Tensor, c_prev: Tensor) -> tuple[Tensor, Tensor]:
     ``c = f * c_prev + i * g`` and ``h = o * tanh(c)``, with ``i, f, o`` sigmoids and ``g``
     a tanh of the four chunks of ``preact`` in PyTorch's ``nn.LSTMCell`` order (i, f, g, o).
 
+    Computed by one autograd node (:class:`_LSTMGates`) that keeps only the gate values for the
+    backward pass instead of every intermediate: at N = 25 runs the intermediates of the
+    unrolled recurrence did not fit in memory caches and dominated the training step.
+
     Parameters
     ----------
     preact : Tensor, shape (..., 4h)
@@ -371,10 +459,47 @@ def lstm_update(preact: Tensor, c_prev: Tensor) -> tuple[Tensor, Tensor]:
     -------
     h, c : Tensor, shape (..., h)
     """
-    i, f, g, o = preact.chunk(4, dim=-1)
-    c = torch.sigmoid(f) * c_prev + torch.sigmoid(i) * torch.tanh(g)
-    h = torch.sigmoid(o) * torch.tanh(c)
-    return h, c
+    return _LSTMGates.apply(preact, c_prev)
+
+
+class _LSTMGates(torch.autograd.Function):
+    """The LSTM state update as one autograd node; see :func:`lstm_update`.
+
+    Saved for backward: the sigmoids of all four chunks (the one of ``g`` is unused), ``tanh(g)``,
+    ``tanh(c)`` and ``c_prev``. The backward pass uses the fused ``sigmoid_backward`` /
+    ``tanh_backward`` kernels and writes the four gate gradients into one buffer.
+    """
+
+    @staticmethod
+    def forward(ctx, preact: Tensor, c_prev: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        g = preact.chunk(4, dim=-1)[2]
+        sig = torch.sigmoid(preact)
+        si, sf, _, so = sig.chunk(4, dim=-1)
+        tg = torch.tanh(g)
+        c = torch.addcmul(sf * c_prev, si, tg)
+        tc = torch.tanh(c)
+        h = so * tc
+        ctx.save_for_backward(sig, tg, tc, c_prev)
+        return h, c
+
+    @staticmethod
+    def backward(ctx, grad_h: Tensor, grad_c: Tensor) -> tuple[Tensor, Tensor | None]:  # type: ignore[override]
+        sig, tg, tc, c_prev = ctx.saved_tensors
+        si, sf, _, so = sig.chunk(4, dim=-1)
+        aten = torch.ops.aten
+        grad_cell = aten.tanh_backward(grad_h * so, tc)  # through h = o * tanh(c)
+        if grad_c is not None:
+            grad_cell = grad_cell.add_(grad_c)
+        grad_pre = torch.empty(sig.shape, dtype=sig.dtype, device=sig.device)
+        gi, gf, gg, go = grad_pre.chunk(4, dim=-1)
+        aten.sigmoid_backward.grad_input(grad_cell * tg, si, grad_input=gi)
+        aten.sigmoid_backward.grad_input(grad_cell * c_prev, sf, grad_input=gf)
+        aten.tanh_backward.grad_input(grad_cell * si, tg, grad_input=gg)
+        aten.sigmoid_backward.grad_input(grad_h * tc, so, grad_input=go)
+        grad_prev = None
+        if ctx.needs_input_grad[1]:
+            grad_prev = (grad_cell * sf).sum_to_size(c_prev.shape)
+        return grad_pre, grad_prev
 
 
 class StackedLSTMCell(nn.Module):
@@ -399,6 +524,22 @@ class StackedLSTMCell(nn.Module):
     def step(self, projected: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
         """One step: projected (N, B, 4H), h and c (N, B, H) -> new (h, c), each (N, B, H)."""
         return lstm_update(projected + self.hidden_map(h), c)
+
+    def step_from_input(
+        self, x: Tensor, h: Tensor | None, c: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """One step from the raw input: x (N, B, input_size), h and c (N, B, H) or None (zeros).
+
+        Same numbers as :meth:`step` on :meth:`project_inputs`, but the input projection of
+        this step only: a whole sequence of gate pre-activations (N, B, L, 4H) would not fit
+        in cache at N = 25 runs. ``h = c = None`` is the zero initial state, whose products
+        are skipped.
+        """
+        first, second = self.input_map, self.hidden_map
+        projected = affine(x, first.weight, first.bias + second.bias)  # both biases at once
+        if h is None:
+            return lstm_update(projected, projected.new_zeros(()))
+        return lstm_update(torch.baddbmm(projected, h, second.weight), c)
 
 
 class GroupLSTMCell(nn.Module):
@@ -464,6 +605,64 @@ class GroupLSTMCell(nn.Module):
         projected = self._per_module(self.i2h(x))
         input_logits = None if self.scorer is None else self._score_half(projected, 0)
         return projected, input_logits
+
+    def score_maps(self) -> tuple[Tensor, Tensor]:
+        """The self-scorer as two block-diagonal maps, each (N, R * 4h, R).
+
+        ``relu(i2h(x)) @ maps[0] + relu(h2h(h)) @ maps[1]`` gives every module's score logit
+        (the same sums as ``scorer(relu([i2h_m(x), h2h_m(h)]))``) in two matrix products over
+        the modules side by side, without gathering the modules' halves into one tensor.
+        """
+        assert self.scorer is not None
+        n, r, width = self.scorer.num_runs, self.num_modules, 4 * self.hidden_size
+        halves = self.scorer.weight.view(n, r, 2, width)  # (N, R, 2, 4h)
+        return block_diagonal(halves[:, :, 0]), block_diagonal(halves[:, :, 1])
+
+    def step_from_input(
+        self,
+        x: Tensor,
+        h: Tensor | None,
+        c: Tensor | None,
+        score_maps: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Every module's update of the shared state at one step, from the raw input.
+
+        Same numbers as :meth:`step` on :meth:`project_inputs`, but the input projection of
+        this step only: a whole sequence of pre-activations (N, B, L, R, 4h) would not fit in
+        cache at N = 25 runs.
+
+        Parameters
+        ----------
+        x : Tensor, shape (N, B, E)
+        h, c : Tensor of shape (N, B, h), or None for the zero initial state (whose products
+            are skipped).
+        score_maps : the result of :meth:`score_maps`, required with ``self_scored``.
+
+        Returns
+        -------
+        h_modules, c_modules : Tensor, shape (N, B, R, h)
+        logits : Tensor of shape (N, B, R), or None without ``self_scored``
+        """
+        n, b = x.shape[:2]
+        projected = torch.bmm(x, self.i2h.weight)  # (N, B, 4Rh)
+        logits = None
+        if self.scorer is not None:
+            assert score_maps is not None
+            logits = torch.bmm(torch.relu(projected), score_maps[0])
+        if h is None:
+            preact = projected
+            c_prev = projected.new_zeros(())
+        elif self.scorer is None:
+            preact = torch.baddbmm(projected, h, self.h2h.weight)
+        else:
+            recurrent = torch.bmm(h, self.h2h.weight)
+            logits = torch.baddbmm(logits, torch.relu(recurrent), score_maps[1])
+            preact = projected + recurrent
+        if h is not None:
+            c_prev = c.unsqueeze(-2)
+        preact = preact.view(n, b, self.num_modules, 4 * self.hidden_size)
+        h_modules, c_modules = lstm_update(preact, c_prev)
+        return h_modules, c_modules, logits
 
     def step(
         self, projected: Tensor, input_logits: Tensor | None, h: Tensor, c: Tensor

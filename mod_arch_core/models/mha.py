@@ -16,13 +16,14 @@ an ``in_`` projection of the token itself concatenated to the head outputs.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-from mod_arch_core.models.aggregation import weighted_sum
 from mod_arch_core.models.base import ModelConfig, StackedModel
-from mod_arch_core.models.layers import GroupMLP, StackedLinear, StackedMLP
-from mod_arch_core.models.routing import build_routing, split_score_channel
+from mod_arch_core.models.layers import GroupMLP, StackedLinear, StackedMLP, affine
+from mod_arch_core.models.routing import build_routing
 
 __all__ = [
     "HEADS_PER_MODULE",
@@ -33,6 +34,7 @@ __all__ = [
     "mha_head_dim",
     "mha_input_dim",
     "mha_intermediate_dim",
+    "packed_masked_self_attention",
 ]
 
 #: Heads per module in the modular models; Monolithic has HEADS_PER_MODULE * R heads.
@@ -98,12 +100,72 @@ def masked_self_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     -------
     Tensor, shape (..., L, H, head_dim)
     """
-    length, head_dim = q.shape[-3], q.shape[-1]
-    q, k, v = (t.transpose(-3, -2) for t in (q, k, v))  # (..., H, L, head_dim)
-    logits = torch.matmul(q, k.transpose(-1, -2)) * head_dim**-0.5  # (..., H, L, L)
-    self_mask = torch.eye(length, dtype=torch.bool, device=q.device)
-    weights = torch.softmax(logits.masked_fill(self_mask, float("-inf")), dim=-1)
-    return torch.matmul(weights, v).transpose(-3, -2)
+    return packed_masked_self_attention(torch.stack([q, k, v], dim=-3))
+
+
+def packed_masked_self_attention(qkv: Tensor) -> Tensor:
+    """:func:`masked_self_attention` of ``q, k, v = qkv.unbind(-3)``; qkv (..., L, 3, H, hd).
+
+    Returns a (..., L, H, head_dim) view of a (..., H, L, head_dim) tensor.
+    """
+    return _MaskedSelfAttention.apply(qkv).transpose(-3, -2)
+
+
+def _padded_length(length: int) -> int:
+    """Keys padded to a multiple of 16: PyTorch's CPU softmax over a last axis shorter than a
+    vector register (L = 10) took 7x longer than over 16 padded entries (benchmarks/README)."""
+    return -(-length // 16) * 16
+
+
+class _MaskedSelfAttention(torch.autograd.Function):
+    """Self-masked attention of all heads as one autograd node (spec §3.3).
+
+    Every (sequence, head) pair is one small matrix product. The keys and values are copied
+    head-major into a buffer padded with zero rows to ``_padded_length(L)``; the padded keys and
+    the diagonal get logit -inf, so they have weight 0 and the result is the plain masked
+    attention. The backward pass writes the gradients of q, k and v straight into one
+    (..., L, 3, H, hd) buffer (no stacking of three gradients).
+    """
+
+    @staticmethod
+    def forward(ctx, qkv: Tensor) -> Tensor:  # type: ignore[override]
+        *lead, length, _, heads, head_dim = qkv.shape
+        flat = math.prod(lead) * heads
+        padded = _padded_length(length)
+        parts = qkv.reshape(-1, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+        q = parts[0].reshape(flat, length, head_dim)  # (S H, L, hd), head-major copy
+        kv = qkv.new_empty(2, flat // heads, heads, padded, head_dim)
+        kv[:, :, :, :length].copy_(parts[1:])
+        kv[:, :, :, length:].zero_()
+        k, v = kv.view(2, flat, padded, head_dim).unbind(0)
+        mask = torch.zeros(length, padded, dtype=qkv.dtype, device=qkv.device)
+        mask[:, length:] = float("-inf")
+        mask.fill_diagonal_(float("-inf"))
+        scale = head_dim**-0.5
+        weights = torch.softmax(torch.baddbmm(mask, q, k.transpose(1, 2), alpha=scale), dim=-1)
+        ctx.save_for_backward(q, kv, weights)
+        ctx.scale = scale
+        return torch.bmm(weights, v).view(*lead, heads, length, head_dim)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> Tensor:  # type: ignore[override]
+        q, kv, weights = ctx.saved_tensors
+        flat, length, head_dim = q.shape
+        sequences, heads, padded = kv.shape[1], kv.shape[2], kv.shape[3]
+        k, v = kv.view(2, flat, padded, head_dim).unbind(0)
+        grad = grad_out.reshape(flat, length, head_dim)
+        grad_weights = torch.bmm(grad, v.transpose(1, 2))
+        grad_v = torch.bmm(weights.transpose(1, 2), grad)
+        grad_logits = torch.ops.aten._softmax_backward_data(grad_weights, weights, -1, q.dtype)
+        grad_logits.mul_(ctx.scale)
+        grad_q = torch.bmm(grad_logits, k)
+        grad_k = torch.bmm(grad_logits.transpose(1, 2), q)
+        grad_qkv = q.new_empty(sequences, length, 3, heads, head_dim)
+        parts = grad_qkv.permute(2, 0, 3, 1, 4)  # (3, S, H, L, hd) view
+        parts[0].copy_(grad_q.view(sequences, heads, length, head_dim))
+        parts[1].copy_(grad_k.view(sequences, heads, padded, head_dim)[:, :, :length])
+        parts[2].copy_(grad_v.view(sequences, heads, padded, head_dim)[:, :, :length])
+        return grad_qkv.view(*grad_out.shape[:-3], length, 3, heads, head_dim)
 
 
 class MHAModel(StackedModel):
@@ -142,7 +204,7 @@ class MHAModel(StackedModel):
     def attention_heads(self, tokens: Tensor) -> Tensor:
         """All 2R heads' outputs: (N, B, L, d) -> (N, B, L, 2R, head_dim)."""
         qkv = self.qkv(tokens).view(*tokens.shape[:-1], 3, self.num_heads, self.head_dim)
-        return masked_self_attention(*qkv.unbind(-3))
+        return packed_masked_self_attention(qkv)
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         if x.shape[2] < 2:
@@ -187,10 +249,24 @@ class MHAModular(MHAModel):
         self.out_proj = GroupMLP(n, r, width, self.intermediate_dim, out)
 
     def _core(self, tokens: Tensor, heads: Tensor, onehot: Tensor) -> tuple[Tensor, Tensor | None]:
-        r, hd = self.num_rules, self.head_dim
-        per_module = heads.reshape(*heads.shape[:-2], r, HEADS_PER_MODULE * hd)
-        own = self.in_proj(tokens).view(*tokens.shape[:-1], r, hd)
-        out = self.out_proj(torch.cat([per_module, own], dim=-1))  # (N, B, L, R, d [+1])
-        values, logits = split_score_channel(out, self.routing.self_scored)
+        n, b, length = tokens.shape[:3]
+        r, hd, width = self.num_rules, self.head_dim, self.intermediate_dim
+        first, second = self.out_proj.first, self.out_proj.second
+        # Module r reads [head 2r, head 2r+1, in_ slice r]: gathered module-major, (N, R, B, L,
+        # 3, hd), in one copy, so that its first layer is one product over all B L tokens.
+        per_head = heads.unflatten(-2, (r, HEADS_PER_MODULE)).permute(0, 3, 1, 2, 4, 5)
+        own = self.in_proj(tokens).view(n, b, length, r, 1, hd).permute(0, 3, 1, 2, 4, 5)
+        inputs = torch.cat([per_head, own], dim=-2).view(n * r, b * length, 3 * hd)
+        hidden = torch.relu(
+            affine(inputs, first.weight.view(n * r, 3 * hd, width), first.bias.view(n * r, width))
+        )  # (N R, B L, I): module-major
+        logits = None
+        self_scored = self.routing.self_scored
+        if self_scored:  # each module's last output channel
+            score_weight = second.weight[..., -1:].reshape(n * r, width, 1)
+            score_bias = second.bias[..., -1:].reshape(n * r, 1, 1)
+            logits = torch.baddbmm(score_bias, hidden, score_weight)
+            logits = logits.view(n, r, b, length).permute(0, 2, 3, 1)  # (N, B, L, R)
         probs = self.routing(onehot, module_logits=logits)
-        return weighted_sum(values, probs), probs
+        hidden = hidden.view(n, r, b, length, width).permute(0, 2, 3, 1, 4)  # (N, B, L, R, I)
+        return self.out_proj.mix(hidden, probs, score_channel=self_scored), probs

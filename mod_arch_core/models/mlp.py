@@ -19,10 +19,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mod_arch_core.models.aggregation import weighted_sum
 from mod_arch_core.models.base import ModelConfig, StackedModel
 from mod_arch_core.models.layers import GroupMLP, StackedLinear, StackedMLP
-from mod_arch_core.models.routing import build_routing, split_score_channel
+from mod_arch_core.models.routing import build_routing
 
 __all__ = ["MLPModel", "MLPModular", "MLPMonolithic", "mlp_module_width"]
 
@@ -102,6 +101,10 @@ class MLPModular(MLPModel):
         self.core = GroupMLP(n, r, 3 * e, width, out, shared_input=True)
 
     def _core(self, z: Tensor, onehot: Tensor, rule: Tensor) -> tuple[Tensor, Tensor | None]:
-        values, logits = split_score_channel(self.core(z), self.routing.self_scored)
+        # Module m: relu(z W1_m + b1_m) W2_m + b2_m, whose last channel is its score logit when
+        # self-scored; the output is sum_m p_m module_m, the weighted sum of Table 1.
+        self_scored = self.routing.self_scored
+        hidden = self.core.hidden(z)  # (N, B, R, D/R)
+        logits = self.core.score_channel(hidden) if self_scored else None
         probs = self.routing(onehot, module_logits=logits, context=rule)
-        return weighted_sum(values, probs), probs
+        return self.core.mix(hidden, probs, score_channel=self_scored), probs

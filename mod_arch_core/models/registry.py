@@ -1,14 +1,31 @@
 """Model names, ``build_model`` and parameter counts (spec §3, §3.5).
 
 ``build_model(setting, model, num_rules, encoder_dim, dim, task, ...)`` returns a stack of
-``num_runs`` independent runs of one of the paper's four models (Table 1) in one of the three
-settings. ``count_parameters`` gives the per-run parameter count, by default in the
-reference's convention (spec §3.5, §9.6).
+``num_runs`` independent runs of one model in one of the three settings: the paper's four
+(Table 1) or a routing variant beyond the paper (survey-map §A11). ``count_parameters`` gives the
+per-run parameter count, by default in the reference's convention (spec §3.5, §9.6).
+
+Model names. :data:`MODELS` is the one table of names: each maps to a routing class and the
+options the name fixes. A name is ``<routing>[-<regulariser>]``:
+
+* routing: ``modular`` (self-scored soft), ``modular-op`` (context soft), ``gt-modular``
+  (oracle), ``modular-topk`` (self-scored top-k, option ``top_k``, default 1),
+  ``modular-top2`` (the same with ``top_k`` fixed to 2, so that k = 1 and k = 2 can sit side
+  by side in one results table), ``modular-gumbel`` (self-scored straight-through
+  Gumbel-softmax), ``modular-op-topk`` (context top-k, default 1);
+* regulariser suffix: ``-balanced`` (Switch load balancing, ``balance_weight`` =
+  :data:`BALANCE_WEIGHT`) or ``-entropy`` (routing-entropy / mutual-information regulariser,
+  ``entropy_weight`` = :data:`ENTROPY_WEIGHT`).
+
+Any other combination is a name plus options, e.g. ``build_model(..., "modular-op",
+balance_weight=0.1)``; give it a name of its own here when it should appear as its own model in
+results tables (rows are keyed by model name, not by options).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -19,7 +36,20 @@ from mod_arch_core.models.layers import initialise
 from mod_arch_core.models.mha import MHAModular, MHAMonolithic, mha_input_dim
 from mod_arch_core.models.mlp import MLPModular, MLPMonolithic
 from mod_arch_core.models.rnn import RNNModular, RNNMonolithic
-from mod_arch_core.models.routing import ROUTINGS
+from mod_arch_core.models.routing import (
+    ContextRouting,
+    OracleRouting,
+    Routing,
+    SelfScoredRouting,
+    register_routing,
+)
+from mod_arch_core.models.sparse_routing import (
+    REGULARISER_OPTIONS,
+    ContextTopKRouting,
+    RoutedModel,
+    SelfScoredGumbelRouting,
+    SelfScoredTopKRouting,
+)
 from mod_arch_core.validation import (
     canonical_name,
     check_int,
@@ -28,16 +58,84 @@ from mod_arch_core.validation import (
     check_task,
 )
 
-__all__ = ["MODEL_NAMES", "build_model", "count_parameters", "input_dim", "model_class"]
+__all__ = [
+    "BALANCE_WEIGHT",
+    "ENTROPY_WEIGHT",
+    "MODELS",
+    "MODEL_NAMES",
+    "ModelSpec",
+    "build_model",
+    "count_parameters",
+    "input_dim",
+    "model_class",
+]
 
-#: Every buildable model: Monolithic, then one name per routing (spec §3.1; the paper's four).
-MODEL_NAMES: tuple[str, ...] = ("monolithic", *ROUTINGS)
+#: ``balance_weight`` of the ``-balanced`` names: Switch's alpha = 1e-2 (Fedus et al. 2022, §2.2).
+BALANCE_WEIGHT = 0.01
+#: ``entropy_weight`` of the ``-entropy`` names (provisional: not calibrated on this benchmark).
+ENTROPY_WEIGHT = 0.01
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model name means: its routing class and the options the name fixes."""
+
+    routing: type[Routing] | None  # None: Monolithic (no modules, no routing)
+    options: Mapping[str, Any] = field(default_factory=dict)  # fixed by the name
+
+    @property
+    def allowed_options(self) -> tuple[str, ...]:
+        """Options ``build_model`` accepts for this name (routing and regulariser options)."""
+        if self.routing is None:
+            return ()
+        learned = not issubclass(self.routing, OracleRouting)
+        return (*self.routing.options, *(REGULARISER_OPTIONS if learned else ()))
+
+
+#: The one table of model names (see the module docstring): the paper's four (spec §3.1), in the
+#: order of ``validation.PAPER_MODELS``, then the routing variants beyond the paper.
+MODELS: dict[str, ModelSpec] = {
+    "monolithic": ModelSpec(None),
+    "modular": ModelSpec(SelfScoredRouting),
+    "modular-op": ModelSpec(ContextRouting),
+    "gt-modular": ModelSpec(OracleRouting),
+    "modular-topk": ModelSpec(SelfScoredTopKRouting),  # top_k: an option, default 1
+    "modular-top2": ModelSpec(SelfScoredTopKRouting, {"top_k": 2}),
+    "modular-gumbel": ModelSpec(SelfScoredGumbelRouting),
+    "modular-op-topk": ModelSpec(ContextTopKRouting),  # top_k: an option, default 1
+    "modular-balanced": ModelSpec(SelfScoredRouting, {"balance_weight": BALANCE_WEIGHT}),
+    "modular-entropy": ModelSpec(SelfScoredRouting, {"entropy_weight": ENTROPY_WEIGHT}),
+    "modular-topk-balanced": ModelSpec(SelfScoredTopKRouting, {"balance_weight": BALANCE_WEIGHT}),
+    "modular-gumbel-balanced": ModelSpec(
+        SelfScoredGumbelRouting, {"balance_weight": BALANCE_WEIGHT}
+    ),
+}
+for _name, _spec in MODELS.items():  # build_routing (called by the settings) resolves every name
+    if _spec.routing is not None:
+        register_routing(_name, _spec.routing)
+del _name, _spec
+
+#: Every buildable model name (the CLI, profiles and ``TrainConfig`` read it).
+MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
+
+
+class MLPRouted(RoutedModel, MLPModular):
+    """MLP modular model (spec §3.2) with the routing hooks of :class:`RoutedModel`."""
+
+
+class MHARouted(RoutedModel, MHAModular):
+    """MHA modular model (spec §3.3) with the routing hooks of :class:`RoutedModel`."""
+
+
+class RNNRouted(RoutedModel, RNNModular):
+    """RNN modular model (spec §3.4) with the routing hooks of :class:`RoutedModel`."""
+
 
 #: setting -> (monolithic class, modular class taking the routing by model name).
 _CLASSES: dict[str, tuple[type[StackedModel], type[StackedModel]]] = {
-    "mlp": (MLPMonolithic, MLPModular),
-    "mha": (MHAMonolithic, MHAModular),
-    "rnn": (RNNMonolithic, RNNModular),
+    "mlp": (MLPMonolithic, MLPRouted),
+    "mha": (MHAMonolithic, MHARouted),
+    "rnn": (RNNMonolithic, RNNRouted),
 }
 
 
@@ -90,10 +188,20 @@ def _make_config(
     num_runs = check_int(num_runs, "num_runs", minimum=1)
     search_version = check_int(search_version, "search_version", minimum=1)
     mha_input_dim(2, search_version)  # raises unless search_version is 1 or 2
-    if model == "monolithic" and options:
+    spec = MODELS[model]
+    unknown = sorted(set(options) - set(spec.allowed_options))
+    if unknown:
+        allowed = ", ".join(spec.allowed_options) or "none"
         raise ValueError(
-            f"unknown option(s) {sorted(options)} for model 'monolithic'; allowed options: none"
+            f"unknown option(s) {unknown} for model {model!r}; allowed options: {allowed}"
         )
+    for key, value in spec.options.items():
+        if key in options and options[key] != value:
+            raise ValueError(
+                f"model {model!r} fixes {key}={value!r}, got {key}={options[key]!r}; "
+                "use a model name without it and pass the option"
+            )
+    options = {**spec.options, **options}
     return ModelConfig(
         setting=setting,
         model=model,
@@ -130,8 +238,10 @@ def build_model(
     ----------
     setting : {"mlp", "mha", "rnn"}
         Architecture (spec §1).
-    model : {"monolithic", "modular", "modular-op", "gt-modular"}
-        Model family (spec §3.1); case-insensitive, ``_`` accepted for ``-``.
+    model : str
+        A name of :data:`MODEL_NAMES`: the paper's ``"monolithic"``, ``"modular"``,
+        ``"modular-op"``, ``"gt-modular"`` (spec §3.1) or a routing variant (:data:`MODELS`);
+        case-insensitive, ``_`` accepted for ``-``.
     num_rules : int
         R >= 2, the number of rules and of modules.
     encoder_dim : int
@@ -154,7 +264,10 @@ def build_model(
         Where the parameters live (default CPU). They are drawn on the CPU and then moved, so
         weights do not depend on the device. ``"meta"`` builds shapes only (no values).
     **options
-        Routing options (none for the paper's models).
+        Routing options of the model's routing class (``top_k``; ``tau_start``, ``tau_end``)
+        and, for learned routings, the regularisers ``balance_weight`` and ``entropy_weight``
+        (:mod:`~mod_arch_core.models.sparse_routing`). Options a name fixes (:data:`MODELS`)
+        may be repeated with the same value, never changed. ``model.config`` holds them all.
 
     Returns
     -------

@@ -99,10 +99,11 @@ class RNNMonolithic(RNNModel):
         return config.dim
 
     def _recur(self, inputs: Tensor, onehot: Tensor) -> tuple[Tensor, Tensor | None]:
-        h = c = self._zeros(inputs)
+        cell = self.cell
         states = []
-        for projected in self.cell.project_inputs(inputs).unbind(2):  # (N, B, 4H) per step
-            h, c = self.cell.step(projected, h, c)
+        h = c = None
+        for t in range(inputs.shape[2]):
+            h, c = cell.step_from_input(inputs[:, :, t], h, c)  # (N, B, H) each
             states.append(h)
         return torch.stack(states, dim=2), None
 
@@ -128,19 +129,18 @@ class RNNModular(RNNModel):
         return hidden
 
     def _recur(self, inputs: Tensor, onehot: Tensor) -> tuple[Tensor, Tensor | None]:
-        projected, input_logits = self.cell.project_inputs(inputs)  # (N, B, L, R, 4h)
-        steps = projected.unbind(2)
-        step_logits = [None] * len(steps) if input_logits is None else input_logits.unbind(2)
-        context_probs = None if self.routing.self_scored else self.routing(onehot).unbind(2)
-        step_onehot = onehot.unbind(2)
-        h = c = self._zeros(inputs)
+        cell = self.cell
+        # Scores from the rule alone do not depend on the state: all steps at once.
+        context_probs = None if self.routing.self_scored else self.routing(onehot)
+        score_maps = cell.score_maps() if self.routing.self_scored else None
+        h = c = None
         states, scores = [], []
-        for t, (projected_t, input_logits_t) in enumerate(zip(steps, step_logits, strict=True)):
-            h_modules, c_modules, logits = self.cell.step(projected_t, input_logits_t, h, c)
+        for t in range(inputs.shape[2]):
+            h_modules, c_modules, logits = cell.step_from_input(inputs[:, :, t], h, c, score_maps)
             if context_probs is None:
-                probs = self.routing(step_onehot[t], module_logits=logits)
+                probs = self.routing(onehot[:, :, t], module_logits=logits)
             else:
-                probs = context_probs[t]
+                probs = context_probs[:, :, t]
             h, c = weighted_sum(h_modules, probs), weighted_sum(c_modules, probs)
             states.append(h)
             scores.append(probs)

@@ -20,7 +20,10 @@ the routing with what it has::
     p = routing(rule_onehot, module_logits=logits, context=context)
 
 Adding a routing (say top-k, Gumbel-softmax or a load-balancing loss) therefore means a new
-subclass here plus an entry in :data:`ROUTINGS`; the settings pick it up by name.
+subclass plus a model name for it; the settings pick it up by name. The paper's three are in
+:data:`ROUTINGS`; the variants beyond the paper (top-k, Gumbel-softmax: :mod:`.sparse_routing`)
+get their names from the table of model names in :mod:`.registry`, which calls
+:func:`register_routing`.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ __all__ = [
     "Routing",
     "SelfScoredRouting",
     "build_routing",
+    "register_routing",
     "split_score_channel",
 ]
 
@@ -153,9 +157,21 @@ ROUTINGS: Mapping[str, type[Routing]] = {
     cls.name: cls for cls in (SelfScoredRouting, ContextRouting, OracleRouting)
 }
 
+#: Every model name :func:`build_routing` accepts: :data:`ROUTINGS` plus the registered ones.
+_REGISTERED: dict[str, type[Routing]] = dict(ROUTINGS)
+
+
+def register_routing(name: str, cls: type[Routing]) -> None:
+    """Let model ``name`` use routing ``cls`` (called by the registry's table of model names)."""
+    if not (isinstance(cls, type) and issubclass(cls, Routing)):
+        raise TypeError(f"routing for model {name!r} must be a Routing subclass, got {cls!r}")
+    if _REGISTERED.get(name, cls) is not cls:
+        raise ValueError(f"model {name!r} already uses routing {_REGISTERED[name].__name__}")
+    _REGISTERED[name] = cls
+
 
 def build_routing(name: str, *, context_scorer: Callable[[], nn.Module], **options: Any) -> Routing:
-    """The routing of model ``name`` (a key of :data:`ROUTINGS`).
+    """The routing of model ``name`` (a key of :data:`ROUTINGS` or a registered name).
 
     Parameters
     ----------
@@ -167,9 +183,9 @@ def build_routing(name: str, *, context_scorer: Callable[[], nn.Module], **optio
     **options
         Routing options; each must be in the routing class's ``options``.
     """
-    if name not in ROUTINGS:
-        raise ValueError(f"unknown routing {name!r}; allowed: {', '.join(ROUTINGS)}")
-    cls = ROUTINGS[name]
+    if name not in _REGISTERED:
+        raise ValueError(f"unknown routing {name!r}; allowed: {', '.join(_REGISTERED)}")
+    cls = _REGISTERED[name]
     unknown = sorted(set(options) - set(cls.options))
     if unknown:
         allowed = ", ".join(cls.options) if cls.options else "none"

@@ -1,0 +1,423 @@
+"""Tidy analysis: checkpoints, Random rows, long tables, bootstrap intervals, ranking, claims.
+
+The claim functions are checked on synthetic tables built so that each verdict is known in advance.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mod_arch_core import analysis, metrics, results
+from mod_arch_core.validation import PAPER_MODELS
+
+MODULAR = ("gt-modular", "modular-op", "modular")
+
+
+def make_runs(
+    perf: Callable[[str, str, int, int], float],
+    metric: Callable[[str, str, int, int], float] | None = None,
+    *,
+    settings: tuple[str, ...] = ("mlp", "rnn"),
+    tasks: tuple[str, ...] = ("regression", "classification"),
+    rules: tuple[int, ...] = (2, 4, 8, 16),
+    data_seeds: tuple[int, ...] = (0, 1),
+    seeds: tuple[int, ...] = (0, 1, 2),
+    models: tuple[str, ...] = PAPER_MODELS,
+) -> pd.DataFrame:
+    """A schema-valid runs table: ``perf(model, task, R, k)`` and ``metric(model, name, R, k)``.
+
+    ``k`` counts the runs of a (model, task, R) group, so callers can add deterministic,
+    zero-mean noise. OoD performance is twice the ID one; both checkpoints carry the same numbers.
+    """
+    rows = []
+    counters: dict[tuple, int] = {}
+    for setting, task, model, r, d, s in product(settings, tasks, models, rules, data_seeds, seeds):
+        key = (model, task, r)
+        k = counters[key] = counters.get(key, -1) + 1
+        value = perf(model, task, r, k)
+        row = {
+            "setting": setting, "task": task, "model": model, "num_rules": r, "encoder_dim": 8,
+            "dim": 32, "search_version": np.nan, "data_seed": d, "seed": s, "iterations": 100,
+            "n_params": 1000 + 10 * r, "perf": value, "perf_ood": 2 * value, "best_iteration": 100,
+            "diverged_at": -1, "wall_seconds": 1.0, "stacked_runs": 6, "config_hash": "h",
+            "profile": "custom", "package_version": "0", "git_commit": "c", "torch_version": "t",
+            "device": "cpu", "hardware": "cpu", "activation_matrix": "",
+        }  # fmt: skip
+        if setting != "mlp":
+            for length in (3, 5, 10, 20, 30):
+                row[f"perf_{length}"] = value * length / 10
+                row[f"perf_ood_{length}"] = 2 * value * length / 10
+        if model != "monolithic":
+            for name in analysis.METRICS:
+                row[name] = metric(model, name, r, k) if metric else 0.0
+            row["activation_matrix"] = json.dumps((np.eye(r) / r).tolist())
+        for checkpoint in ("last", "best"):
+            rows.append({**row, "checkpoint": checkpoint})
+    return results.validate_runs(pd.DataFrame(rows))
+
+
+def make_curves(
+    runs: pd.DataFrame, curve: Callable[[str, float, int], float], points: int = 11
+) -> pd.DataFrame:
+    """Curves for every run of ``runs``: ``curve(model, fraction, k)`` at ``points`` evaluations."""
+    last = runs[runs["checkpoint"] == "last"]
+    rows = []
+    for k, run in enumerate(last.itertuples(index=False)):
+        for t in np.linspace(0.0, 1.0, points):
+            value = curve(run.model, float(t), k)
+            row = {key: getattr(run, key) for key in results.RUN_KEYS}
+            rows.append({**row, "iteration": round(t * 100), "perf": value, "perf_val": value})
+    return results.validate_curves(pd.DataFrame(rows).assign(config_hash="h"))
+
+
+def noise(k: int, scale: float = 0.01) -> float:
+    """Deterministic zero-mean noise over k = 0, 1, 2, ... (period 4)."""
+    return scale * (-1.5, -0.5, 0.5, 1.5)[k % 4]
+
+
+# --------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------
+
+
+def test_select_checkpoint() -> None:
+    runs = make_runs(lambda m, t, r, k: 1.0)
+    assert set(analysis.select_checkpoint(runs)["checkpoint"]) == {"last"}
+    assert len(analysis.select_checkpoint(runs, "pooled")) == len(runs)
+    with pytest.raises(ValueError, match="checkpoint must be one of last, best, pooled; got 'x'"):
+        analysis.select_checkpoint(runs, "x")
+    with pytest.raises(ValueError, match="no rows with checkpoint 'best'"):
+        analysis.select_checkpoint(runs[runs["checkpoint"] == "last"], "best")
+
+
+def test_random_baseline_rows() -> None:
+    runs = make_runs(lambda m, t, r, k: 1.0, rules=(2, 4))
+    table = analysis.add_random_baseline(runs, num_draws=100)
+    random = table[table["model"] == "random"]
+    # one row per setting, task, R, capacity and checkpoint (spec §5.5)
+    assert len(random) == 2 * 2 * 2 * 2
+    by_r = random.groupby("num_rules")[list(analysis.METRICS)].first()
+    np.testing.assert_allclose(by_r["alignment"], [0.5, 0.75])
+    np.testing.assert_allclose(by_r["adaptation"], [0.25666, 0.30071], atol=5e-6)
+    assert (by_r[["collapse_avg", "collapse_worst"]] == 0).all().all()
+    assert random["perf"].isna().all()
+    again = analysis.add_random_baseline(table, num_draws=100)
+    assert (again["model"] == "random").sum() == len(random), "existing Random rows are replaced"
+    assert analysis.adaptation_draws(runs) == 100, "custom profile: the paper's 100 draws"
+
+
+def test_long_tables() -> None:
+    runs = analysis.select_checkpoint(make_runs(lambda m, t, r, k: float(r)))
+    perf = analysis.performance_long(runs)
+    assert set(perf["panel"]) == set(analysis.PANELS)
+    assert len(perf) == 2 * len(runs)
+    ood = perf[perf["split"] == "OoD"]["value"].to_numpy()
+    np.testing.assert_allclose(ood, 2 * perf[perf["split"] == "ID"]["value"].to_numpy())
+    per_length = analysis.performance_per_length(runs)
+    assert set(per_length["setting"]) == {"rnn"}, "MLP has no sequences"
+    assert sorted(per_length["length"].unique()) == [3, 5, 10, 20, 30]
+    long = analysis.metrics_long(runs)
+    assert set(long["model"]) == {*MODULAR, "random"}, "Monolithic out, Random in"
+    assert set(long["metric"]) == set(analysis.METRICS)
+    with pytest.raises(ValueError, match="unknown metrics"):
+        analysis.metrics_long(runs, ["accuracy"])
+
+
+def test_normalised_curves_and_areas() -> None:
+    runs = make_runs(lambda m, t, r, k: 1.0, settings=("mlp",), tasks=("regression",), rules=(2,))
+    curves = make_curves(runs, lambda m, t, k: 2.0 - t)  # from 2 to 1: relative 1 -> 0.5
+    table = analysis.normalised_curves(curves)
+    assert table["fraction"].min() == 0.0 and table["fraction"].max() == 1.0
+    assert table["relative"].max() == pytest.approx(1.0)
+    areas = analysis.curve_areas(curves)
+    np.testing.assert_allclose(areas["area"], 0.75)
+
+
+def test_bootstrap_ci() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(3.0, 1.0, 200)
+    mean, low, high = analysis.bootstrap_ci(x)
+    assert low < mean < high and mean == pytest.approx(x.mean())
+    assert (low, high) == analysis.bootstrap_ci(x)[1:], "seeded: identical intervals"
+    assert high - low == pytest.approx(2 * 1.96 / np.sqrt(200), rel=0.25)
+    wide = analysis.bootstrap_ci(x[:20])
+    assert wide[2] - wide[1] > high - low
+    assert analysis.bootstrap_ci([np.nan, 2.0]) == (2.0, 2.0, 2.0)
+    assert all(np.isnan(analysis.bootstrap_ci([np.nan])))
+    with pytest.raises(ValueError, match="confidence must lie in"):
+        analysis.bootstrap_ci(x, confidence=95)
+
+
+def test_summarise_groups_independently() -> None:
+    df = pd.DataFrame({"g": ["a"] * 10 + ["b"] * 10, "value": np.arange(20.0)})
+    both = analysis.summarise(df, ["g"])
+    alone = analysis.summarise(df[df["g"] == "b"], ["g"])
+    assert list(both.columns) == ["g", "mean", "ci_low", "ci_high", "n"]
+    pd.testing.assert_frame_equal(both.iloc[[1]].reset_index(drop=True), alone)
+
+
+def test_relative_gap() -> None:
+    np.testing.assert_allclose(analysis.relative_gap([3.0, 0.0, 1.0], [1.0, 0.0, 3.0]), [1, 0, -1])
+    assert np.isnan(analysis.relative_gap(np.nan, 1.0))
+
+
+# --------------------------------------------------------------------------------------
+# Ranking (spec §5.6, §9.1)
+# --------------------------------------------------------------------------------------
+
+
+def test_ranking_fixed_and_as_released() -> None:
+    order = {"gt-modular": 1.0, "modular-op": 2.0, "modular": 3.0, "monolithic": 4.0}
+    runs = make_runs(lambda m, t, r, k: order[m], rules=(2, 4), data_seeds=(0,))
+    fixed = analysis.ranking(runs)
+    assert fixed.attrs["num_settings"] == 2 * 2 * 2
+    assert fixed.loc["gt-modular", "wins"] == 8
+    released = analysis.ranking(runs, as_released=True)
+    # the RNN classification settings (2 of 8) crown the worst model, Monolithic
+    assert released.loc["gt-modular", "wins"] == 6
+    assert released.loc["monolithic", "wins"] == 2
+    sub = analysis.ranking(runs, contest="sub")
+    assert sub.loc["modular", "wins"] == 8
+    table = analysis.ranking_table(runs)
+    assert set(table["direction"]) == {"fixed", "as released"}
+    assert set(table["metric"]) == {"ID", "OoD"}
+    with pytest.raises(ValueError, match="contest must be 'all' or 'sub'"):
+        analysis.ranking(runs, contest="half")
+
+
+def test_ties_are_counted_and_go_to_the_first_model() -> None:
+    runs = make_runs(lambda m, t, r, k: 0.0, rules=(2,), data_seeds=(0,))
+    ranked = analysis.ranking(runs)
+    assert ranked.attrs["ties"] == ranked.attrs["num_settings"] == 4
+    assert ranked.loc["gt-modular", "wins"] == 4
+    assert analysis.ranking(runs, contest="sub").loc["monolithic", "wins"] == 4
+
+
+# --------------------------------------------------------------------------------------
+# Claims (spec §7), on tables whose verdict is known
+# --------------------------------------------------------------------------------------
+
+
+def test_combine_verdicts() -> None:
+    H, N, I = analysis.HOLDS, analysis.DOES_NOT_HOLD, analysis.INCONCLUSIVE
+    assert analysis.combine_verdicts([H, H]) == analysis.HOLDS
+    assert analysis.combine_verdicts([H, N]) == analysis.PARTLY
+    assert analysis.combine_verdicts([H, I]) == analysis.PARTLY
+    assert analysis.combine_verdicts([N, I]) == analysis.DOES_NOT_HOLD
+    assert analysis.combine_verdicts([I, I]) == analysis.INCONCLUSIVE
+    assert analysis.combine_verdicts([]) == analysis.INCONCLUSIVE
+
+
+def _specialised_perf(m: str, t: str, r: int, k: int) -> float:
+    """GT best, then Modular-op, Modular, Monolithic; the advantage grows with R."""
+    step = {"gt-modular": 0.12, "modular-op": 0.1, "modular": 0.05, "monolithic": 0.0}[m]
+    return 1.0 - step * np.log2(r) / 4 + noise(k, 0.002)
+
+
+def test_claim_1_holds_and_fails() -> None:
+    good = analysis.claim_1_ranking(make_runs(_specialised_perf))
+    assert good.verdict == analysis.HOLDS, good.reason
+    assert good.measured["gt_share"] == 1.0
+    assert good.measured["modular_sub_share"] == 1.0
+    worst_first = {"gt-modular": 4.0, "modular-op": 3.0, "modular": 2.0, "monolithic": 1.0}
+    bad = analysis.claim_1_ranking(make_runs(lambda m, t, r, k: worst_first[m]))
+    assert bad.verdict == analysis.DOES_NOT_HOLD, bad.reason
+    assert "0 of 2 parts hold" in bad.reason
+
+
+def test_claim_2_benefit_grows_with_rules() -> None:
+    good = analysis.claim_2_benefit_grows_with_rules(make_runs(_specialised_perf))
+    assert good.verdict == analysis.HOLDS, good.reason
+    assert (
+        good.measured["gt_modular_advantage_large_r"]
+        > good.measured["gt_modular_advantage_small_r"]
+    )
+
+    def shrinking(m: str, t: str, r: int, k: int) -> float:
+        return 1.0 if m == "monolithic" else 0.5 + 0.1 * np.log2(r) / 4 + noise(k, 0.002)
+
+    bad = analysis.claim_2_benefit_grows_with_rules(make_runs(shrinking))
+    assert bad.verdict == analysis.DOES_NOT_HOLD, bad.reason
+
+
+def test_claim_3_modular_falls_short() -> None:
+    good = analysis.claim_3_modular_falls_short(make_runs(_specialised_perf))
+    assert good.verdict == analysis.HOLDS, good.reason
+    alike = analysis.claim_3_modular_falls_short(make_runs(lambda m, t, r, k: 1.0 + noise(k)))
+    assert alike.verdict == analysis.INCONCLUSIVE, alike.reason
+
+
+def _metric(levels: dict[str, float], slopes: dict[str, float]) -> Callable:
+    def value(m: str, name: str, r: int, k: int) -> float:
+        return float(np.clip(levels[m] + slopes[m] * np.log2(r) + noise(k, 0.004), 0.0, 1.0))
+
+    return value
+
+
+def test_claim_4_collapse() -> None:
+    paper_like = _metric(
+        {"gt-modular": 0.0, "modular-op": 0.05, "modular": 0.1},
+        {"gt-modular": 0.0, "modular-op": 0.05, "modular": 0.08},
+    )
+    good = analysis.claim_4_collapse(make_runs(lambda *a: 1.0, lambda m, n, r, k: (
+        0.0 if m == "gt-modular" else paper_like(m, n, r, k)
+    )))  # fmt: skip
+    assert good.verdict == analysis.HOLDS, good.reason
+    # the oracle collapses, the learned routers never do: every part fails or is undecided
+    opposite = _metric(
+        {"gt-modular": 0.5, "modular-op": 0.0, "modular": 0.0},
+        {"gt-modular": 0.0, "modular-op": 0.0, "modular": 0.0},
+    )
+    bad = analysis.claim_4_collapse(make_runs(lambda *a: 1.0, opposite))
+    assert bad.verdict == analysis.DOES_NOT_HOLD, bad.reason
+
+
+def test_claim_5_specialisation() -> None:
+    def alignment(gap: float) -> Callable:
+        def value(m: str, n: str, r: int, k: int) -> float:
+            if m == "gt-modular":
+                return 0.0
+            base = 0.2 + 0.1 * np.log2(r) + noise(k, 0.004)
+            return base - (gap if m == "modular-op" else 0.0)
+
+        return value
+
+    good = analysis.claim_5_specialisation(make_runs(lambda *a: 1.0, alignment(0.02)))
+    assert good.verdict == analysis.HOLDS, good.reason
+    much_better = analysis.claim_5_specialisation(make_runs(lambda *a: 1.0, alignment(0.15)))
+    assert much_better.verdict == analysis.PARTLY
+    assert much_better.parts[-1].verdict == analysis.DOES_NOT_HOLD
+    assert "more than marginally" in much_better.parts[-1].reason
+
+
+def test_claim_6_training_speed() -> None:
+    rates = {"gt-modular": 8.0, "modular-op": 5.0, "modular": 2.0, "monolithic": 3.0}
+    final = {"gt-modular": 0.1, "modular-op": 0.2, "modular": 0.4, "monolithic": 0.3}
+    runs = make_runs(lambda m, t, r, k: final[m] + noise(k, 0.001))
+    curves = make_curves(
+        runs, lambda m, t, k: final[m] + (1 - final[m]) * np.exp(-rates[m] * t) + noise(k, 0.001)
+    )
+    good = analysis.claim_6_training_speed(runs, curves)
+    assert good.verdict == analysis.HOLDS, good.reason
+    assert good.measured["gt_modular_area"] < good.measured["modular_area"]
+    flat_runs = make_runs(lambda m, t, r, k: 0.5 + noise(k))
+    flat = make_curves(flat_runs, lambda m, t, k: 1.0 - 0.5 * t + noise(k))
+    assert analysis.claim_6_training_speed(flat_runs, flat).verdict == analysis.INCONCLUSIVE
+
+
+def test_too_few_units_are_inconclusive() -> None:
+    runs = make_runs(_specialised_perf, settings=("mlp",), tasks=("regression",), rules=(2, 4))
+    claim = analysis.claim_2_benefit_grows_with_rules(runs)
+    assert claim.parts[0].verdict == analysis.INCONCLUSIVE
+    assert "fewer than 3 units" in claim.parts[0].reason
+
+
+def test_all_claims_table() -> None:
+    runs = make_runs(_specialised_perf, lambda m, n, r, k: 0.0 if m == "gt-modular" else 0.3)
+    curves = make_curves(runs, lambda m, t, k: 1.0 - 0.5 * t)
+    claims = analysis.all_claims(runs, curves)
+    assert [c.number for c in claims] == [1, 2, 3, 4, 5, 6]
+    table = analysis.claims_table(claims)
+    assert list(table.index) == [1, 2, 3, 4, 5, 6]
+    assert set(table["verdict"]) <= set(analysis.VERDICTS)
+    for claim in claims:
+        assert claim.reason.startswith(f"{sum(p.verdict == 'holds' for p in claim.parts)} of")
+        assert len(claim.parts_table()) == len(claim.parts)
+
+
+def test_claims_refuse_missing_models() -> None:
+    runs = make_runs(_specialised_perf, models=("monolithic", "modular"))
+    with pytest.raises(ValueError, match="the results lack models"):
+        analysis.claim_4_collapse(runs)
+
+
+# --------------------------------------------------------------------------------------
+# Scale, examples, advantage
+# --------------------------------------------------------------------------------------
+
+
+def test_scale_summary_and_table() -> None:
+    runs = make_runs(lambda *a: 1.0)
+    scale = analysis.scale_summary(runs)
+    assert scale["runs"] == 2 * 2 * 4 * 4 * 2 * 3
+    assert scale["settings_ranked"] == 2 * 2 * 4 * 2
+    assert scale["num_rules"] == (2, 4, 8, 16)
+    table = analysis.scale_table(runs)
+    assert table.loc["trained runs", "paper"] == "20,000"
+
+
+def test_activation_matrix_examples() -> None:
+    runs = make_runs(lambda *a: 1.0, rules=(4,))
+    examples = analysis.example_activation_matrices(
+        runs, setting="mlp", task="regression", num_rules=4
+    )
+    assert [k.split(" (")[0] for k in examples] == ["GT-Modular", "Modular-op", "Modular"]
+    np.testing.assert_allclose(next(iter(examples.values())), np.eye(4) / 4)
+    with pytest.raises(ValueError, match="no run with an activation matrix"):
+        analysis.example_activation_matrices(runs, setting="mha", task="regression", num_rules=4)
+    one = runs[
+        (runs["model"] == "modular") & (runs["setting"] == "mlp") & (runs["task"] == "regression")
+    ]
+    assert len(analysis.run_activation_matrices(one)) == 2 * 3
+
+
+def test_advantage_is_positive_for_better_models() -> None:
+    edge = analysis.advantage(make_runs(_specialised_perf))
+    by_model = edge.groupby("model")["advantage"].mean()
+    assert by_model["gt-modular"] > by_model["modular-op"] > by_model["modular"] > 0
+    assert "monolithic" not in by_model
+
+
+# --------------------------------------------------------------------------------------
+# Load or compute (results.load_or_run)
+# --------------------------------------------------------------------------------------
+
+
+def test_load_or_run_reports_missing_results(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"no results at .*make figures PROFILE=quick"):
+        results.load_or_run(tmp_path / "nothing")
+    with pytest.raises(FileNotFoundError, match="PROFILE=reference"):
+        results.load_or_run(tmp_path / "reference", "book")
+    with pytest.raises(ValueError, match="need a profile to run"):
+        results.load_or_run(tmp_path, None, ["num_rules=[2]"])
+    with pytest.raises(TypeError, match="overrides must be a list"):
+        results.load_or_run(tmp_path, "smoke", "num_rules=[2]")
+    with pytest.raises(ValueError, match="unknown profile 'huge'"):
+        results.load_or_run(tmp_path, "huge")
+    assert results.default_results_path(None) == Path("results/quick")
+    assert results.default_results_path("smoke", "../results") == Path("../results/smoke")
+
+
+def test_load_or_run_refuses_another_profiles_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "configs" / "mlp-x"
+    folder.mkdir(parents=True)
+    (folder / "meta.json").write_text(json.dumps({"profile": "quick", "config_hash": "other"}))
+    with pytest.raises(ValueError, match=r"holds results of profile 'quick'.*would mix them"):
+        results.load_or_run(tmp_path, "smoke")
+
+
+def test_load_or_run_runs_then_resumes(tmp_path: Path) -> None:
+    grid = ["settings=[mlp]", "tasks=[regression]", "models=[monolithic, modular]", "seeds=[0]"]
+    overrides = [*grid, "num_rules=[2]"]
+    first = results.load_or_run(tmp_path / "r", "smoke", overrides, executor="serial")
+    assert sorted(first.runs["model"].unique()) == ["modular", "monolithic"]
+    assert len(first.runs) == 2 * 2, "two models, two checkpoints"
+    again = results.load_or_run(tmp_path / "r", "smoke", overrides, executor="serial")
+    pd.testing.assert_frame_equal(first.runs, again.runs)
+    read = results.load_or_run(tmp_path / "r")
+    assert len(read.runs) == len(first.runs)
+    assert set(read.runs["profile"]) == {"smoke"}
+    # a different grid of the same profile in the same folder: only its own rows come back
+    other = results.load_or_run(
+        tmp_path / "r", "smoke", [*grid, "num_rules=[4]"], executor="serial"
+    )
+    assert set(other.runs["num_rules"]) == {4}
+    ranked = metrics.rank_models(other.runs, models=metrics.SUB_RANK_ORDER)
+    assert ranked.attrs["num_settings"] == 1
