@@ -1,0 +1,438 @@
+"""Training-step benchmark: one model per process step vs the stacked engine (spec §8).
+
+For each setting (MLP Modular R=8, MHA Modular R=4, RNN Modular R=4; E=32, D=128, L=10, d=32,
+regression, batch 256) it times, side by side in one process on this machine:
+
+(a) ``reference``: one ordinary model, one Adam, numpy data per step, in the style of the
+    reference implementation (:mod:`reference_style`);
+(b) ``engine N=1``: :mod:`mod_arch_core.training` with one run;
+(c) ``engine N=25``: the same engine with 25 runs stacked (5 data seeds x 5 model seeds).
+
+Every timed step includes drawing its batch. The variants are interleaved round by round (a,
+b, c, a, b, c, ...) so that load from other processes falls on all of them alike; the table
+gives the median step time, model-steps per second and the ratios to (a). For context it gives
+the arithmetic roofline: FLOPs per model-step (forward counted analytically, backward as twice
+the forward) over a float32 matmul peak measured in the same run. ``--memory`` adds the peak
+resident memory of N = 25 at growing capacities, one fresh subprocess per capacity.
+
+Run ``python benchmarks/bench_training.py --help`` (or ``make bench``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import reference_style
+
+from mod_arch_core.data import sample_stack
+from mod_arch_core.models import (
+    mha_head_dim,
+    mha_input_dim,
+    mha_intermediate_dim,
+    rnn_modular_hidden,
+)
+from mod_arch_core.training import (
+    STREAM_TRAIN,
+    TrainConfig,
+    _generators,
+    build_stack,
+    make_optimizer,
+    retain_freed_memory,
+    train_step,
+)
+
+#: The three configurations of the issue "Fast training engine" §4: setting -> num_rules.
+SETTINGS: dict[str, int] = {"mlp": 8, "mha": 4, "rnn": 4}
+BATCH, SEQ_LEN, STATE_DIM = 256, 10, 32
+
+
+# FLOPs --------------------------------------------------------------------------------------------
+
+
+def forward_macs(setting: str, num_rules: int, encoder_dim: int, dim: int) -> int:
+    """Multiply-accumulates of one forward pass of one Modular run on one batch (spec §3).
+
+    Matrix products only (elementwise work, softmax and the LSTM gates are left out); per
+    example (MLP), token (MHA) or time step (RNN), times the batch (and length).
+    """
+    r, e, d = num_rules, encoder_dim, dim
+    if setting == "mlp":
+        per = 2 * (e + e * e) + (r * e + e * e)  # enc_digit on x1 and x2, enc_op
+        per += 3 * e * d + d * (d + 1)  # R modules: 3E -> D/R -> D + 1
+        per += r * d + d * e + e  # weighted sum, decoder
+        return per * BATCH
+    if setting == "mha":
+        hd, width = mha_head_dim(r, d), mha_intermediate_dim(r, e, d)
+        heads = 2 * r
+        per = mha_input_dim(r, 1) * e + e * e  # token encoder
+        per += 3 * e * heads * hd + e * r * hd  # q, k, v and in_
+        per += 2 * heads * SEQ_LEN * hd  # q.k over the L keys and the weighted values
+        per += r * (3 * hd * width + width * (e + 1))  # module output MLPs
+        per += r * e + e * e + e  # weighted sum, decoder
+        return per * BATCH * SEQ_LEN
+    h = rnn_modular_hidden(r, e, d)
+    per = (STATE_DIM + r) * e + e * e  # encoder
+    per += e * 4 * r * h + h * 4 * r * h  # i2h, h2h
+    per += 8 * h * r + 2 * r * h  # self-scores, mixing h and c
+    per += h * h + h * STATE_DIM  # decoder
+    return per * BATCH * SEQ_LEN
+
+
+def step_flops(setting: str, num_rules: int, encoder_dim: int, dim: int) -> float:
+    """FLOPs of one training step of one run: forward + backward (about twice the forward)."""
+    return 3 * 2 * forward_macs(setting, num_rules, encoder_dim, dim)
+
+
+def matmul_peak(size: int = 2048, repeats: int = 7) -> float:
+    """Float32 matmul throughput in FLOP/s (median of ``repeats``), ``size`` x ``size``."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    out = torch.empty(size, size)
+    torch.mm(a, b, out=out)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times)
+
+
+def copy_bandwidth(megabytes: int, repeats: int = 7) -> float:
+    """Memory bandwidth of a float32 copy of ``megabytes`` (read + write), bytes/s, median."""
+    src = torch.randn(megabytes * 2**18)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        dst.copy_(src)
+        times.append(time.perf_counter() - start)
+    return 2 * src.numel() * 4 / statistics.median(times)
+
+
+GEMM_OPS = {"aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm"}
+COPY_OPS = {"aten::copy_", "aten::cat", "aten::stack", "aten::clone", "aten::fill_", "aten::zero_"}
+
+
+def profile_variant(variant: Variant, steps: int = 2) -> str:
+    """Where a variant's step time goes: shares of matrix products, copies and the rest.
+
+    Also the bytes of the input operands (in-place outputs included) of the other kernels
+    (elementwise, reductions, copies): an estimate of their memory traffic, and the rate at which
+    they move it (compare with the copy bandwidth of the same run).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(steps):
+            variant.step()
+    events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    total = sum(e.self_cpu_time_total for e in events)
+    gemm = sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS)
+    copy = sum(e.self_cpu_time_total for e in events if e.key in COPY_OPS)
+    read = 0  # bytes of the input operands of the non-matmul leaf kernels
+    for event in prof.events():
+        if event.name.startswith("aten::") and event.name not in GEMM_OPS:
+            if not event.cpu_children:  # leaf kernels only, so nothing is counted twice
+                for shape in event.input_shapes:
+                    if isinstance(shape, list | tuple) and all(isinstance(x, int) for x in shape):
+                        read += 4 * math.prod(shape)
+    other_seconds = (total - gemm) / 1e6
+    top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:8]
+    return (
+        f"  {variant.name}: matrix products {100 * gemm / total:.0f}%, copies/fills "
+        f"{100 * copy / total:.0f}%, elementwise and the rest {100 * (total - gemm - copy) / total:.0f}%"
+        f" of aten time; the non-matmul kernels' operands: {read / steps / 1e9:.2f} GB per step "
+        f"at {read / other_seconds / 1e9:.1f} GB/s; top: "
+        + ", ".join(f"{e.key[6:]} {100 * e.self_cpu_time_total / total:.0f}%" for e in top)
+    )
+
+
+# The three variants ---------------------------------------------------------------------------
+
+
+@dataclass
+class Variant:
+    """A named training step of ``runs`` model-runs; seconds per step, wall clock and CPU."""
+
+    name: str
+    runs: int
+    step: Callable[[], object]
+    wall: list[float] = dataclasses.field(default_factory=list)
+    cpu: list[float] = dataclasses.field(default_factory=list)
+
+    def median(self, clock: str = "wall") -> float:
+        return statistics.median(self.wall if clock == "wall" else self.cpu)
+
+
+def engine_variant(setting: str, num_runs: int, encoder_dim: int, dim: int) -> Variant:
+    """The stacked engine: ``num_runs`` = 1, or 25 = 5 data seeds x 5 model seeds."""
+    seeds = tuple(range(5)) if num_runs == 25 else tuple(range(num_runs))
+    config = TrainConfig(
+        setting=setting,
+        task="regression",
+        model="modular",
+        num_rules=SETTINGS[setting],
+        encoder_dim=encoder_dim,
+        dim=dim,
+        data_seeds=seeds,
+        seeds=seeds if num_runs == 25 else (0,),
+        batch_size=BATCH,
+        seq_len=SEQ_LEN,
+        state_dim=STATE_DIM,
+        device="cpu",
+    )
+    device = torch.device("cpu")
+    tasks, model = build_stack(config, device)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, config)
+    generators = _generators(config, STREAM_TRAIN, device)
+    seq_len = None if setting == "mlp" else SEQ_LEN
+    alive = torch.ones(config.num_runs, dtype=torch.bool)
+
+    def step() -> object:
+        batch = sample_stack(tasks, BATCH, generators, seq_len=seq_len, device=device)
+        return train_step(
+            model, optimizer, batch, task="regression", clip=config.clip_norm, alive=alive
+        )
+
+    return Variant(f"engine N={config.num_runs}", config.num_runs, step)
+
+
+def reference_variant(setting: str, encoder_dim: int, dim: int) -> Variant:
+    run = reference_style.make_reference_run(
+        setting, SETTINGS[setting], encoder_dim, dim, batch_size=BATCH, seq_len=SEQ_LEN
+    )
+    return Variant("reference", 1, run.step)
+
+
+def time_variants(variants: list[Variant], steps: int, warmup: int, rounds: int) -> None:
+    """Warm every variant up, then ``rounds`` interleaved rounds of ``steps`` timed steps."""
+    for variant in variants:
+        for _ in range(warmup):
+            variant.step()
+    for _ in range(rounds):
+        for variant in variants:
+            for _ in range(steps):
+                start, start_cpu = time.perf_counter(), time.process_time()
+                variant.step()
+                variant.wall.append(time.perf_counter() - start)
+                variant.cpu.append(time.process_time() - start_cpu)
+
+
+# Peak memory ----------------------------------------------------------------------------------
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB: ``VmHWM`` of ``/proc/self/status``.
+
+    (``getrusage``'s ``ru_maxrss`` survives ``exec`` on Linux, so a subprocess would report its
+    parent's peak when that is larger.)
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def memory_probe(setting: str, encoder_dim: int, num_runs: int) -> None:
+    """Print this process's peak RSS (MB) after 2 training steps of N runs (subprocess entry)."""
+    variant = engine_variant(setting, num_runs, encoder_dim, 4 * encoder_dim)
+    start = time.perf_counter()
+    for _ in range(2):
+        variant.step()
+    print(f"PEAK {peak_rss_mb():.0f} {time.perf_counter() - start:.2f}")
+
+
+def measure_memory(
+    settings: list[str], capacities: list[int], args: argparse.Namespace
+) -> list[str]:
+    """Peak RSS of N runs per setting and capacity, each in a fresh subprocess."""
+    lines = []
+    baseline = _probe_rss(["--memory-baseline"], args.memory_timeout)
+    lines.append(f"baseline (python + torch + package imported): {baseline}")
+    for setting in settings:
+        for e in capacities:
+            cmd = ["--memory-probe", setting, str(e), "--n-runs", str(args.n_runs)]
+            cmd += ["--threads", str(args.threads), "--memory-limit-gb", str(args.memory_limit_gb)]
+            result = _probe_rss(cmd, args.memory_timeout)
+            lines.append(f"{setting:4s} E={e:<4d} D={4 * e:<5d} N={args.n_runs}: {result}")
+            if not result.endswith("s"):  # failed or timed out: larger capacities will too
+                break
+    return lines
+
+
+def _probe_rss(extra: list[str], timeout: float) -> str:
+    cmd = [sys.executable, str(Path(__file__).resolve()), *extra]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return f"stopped: more than {timeout:.0f} s for 2 steps"
+    for line in done.stdout.splitlines():
+        if line.startswith("PEAK"):
+            _, peak, seconds = line.split()
+            return f"peak RSS {float(peak) / 1024:.2f} GB, 2 steps in {float(seconds):.1f} s"
+    tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    return f"failed (exit {done.returncode}): {tail[:120]}"
+
+
+# Main -----------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per variant and round")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (a, b, c, ...)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant first")
+    parser.add_argument("--settings", default="mlp,mha,rnn", help="comma-separated subset")
+    parser.add_argument("--n-runs", type=int, default=25, help="stacked runs of variant (c)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (this machine: 2)")
+    parser.add_argument("--encoder-dim", type=int, default=32, help="E; D = 4E")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="clock of the speed columns; 'cpu' (process CPU time, with --threads 1) is robust "
+        "to other processes sharing the cores",
+    )
+    parser.add_argument(
+        "--memory", action="store_true", help="also measure peak RSS of N runs by capacity"
+    )
+    parser.add_argument(
+        "--memory-only", action="store_true", help="only the peak-memory table (implies --memory)"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="also profile 2 steps of (a) and (c) per setting"
+    )
+    parser.add_argument(
+        "--capacities", default="32,64,128,256", help="encoder dims E for --memory (D = 4E)"
+    )
+    parser.add_argument("--memory-timeout", type=float, default=300.0, help="seconds per probe")
+    parser.add_argument(
+        "--memory-limit-gb", type=float, default=12.0, help="address-space cap of each probe"
+    )
+    parser.add_argument("--memory-probe", nargs=2, metavar=("SETTING", "E"), help=argparse.SUPPRESS)
+    parser.add_argument("--memory-baseline", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for name in ("steps", "rounds", "n_runs", "threads"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    args.settings = [s.strip() for s in args.settings.split(",") if s.strip()]
+    unknown = sorted(set(args.settings) - set(SETTINGS))
+    if unknown:
+        parser.error(f"unknown setting(s) {unknown}; allowed: {', '.join(SETTINGS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    retain_freed_memory()  # as train() does; process-wide, so it applies to all variants
+    if args.memory_baseline:
+        print(f"PEAK {peak_rss_mb():.0f} 0")
+        return 0
+    if args.memory_probe:
+        limit = int(args.memory_limit_gb * 2**30)  # fail with MemoryError, never swap or OOM
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        setting, e = args.memory_probe
+        memory_probe(setting, int(e), args.n_runs)
+        return 0
+
+    if args.memory_only:
+        print(f"# peak memory, engine N={args.n_runs}, 2 training steps per fresh process")
+        capacities = [int(c) for c in args.capacities.split(",")]
+        print("\n".join(measure_memory(args.settings, capacities, args)))
+        return 0
+    e, d = args.encoder_dim, 4 * args.encoder_dim
+    print(f"# bench_training  {datetime.datetime.now().isoformat(timespec='seconds')}")
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"torch {torch.__version__}, {args.threads} threads")  # fmt: skip
+    print(f"# load average before: {_load()}")
+    peak = matmul_peak()
+    print(f"# float32 matmul peak (2048^3): {peak / 1e9:.0f} GFLOP/s")
+    print(
+        f"# copy bandwidth (read + write): {copy_bandwidth(8) / 1e9:.0f} GB/s at 8 MB, "
+        f"{copy_bandwidth(256) / 1e9:.0f} GB/s at 256 MB"
+    )
+    print(f"# E={e}, D={d}, batch {BATCH}, L={SEQ_LEN}, d={STATE_DIM}, regression, Modular; "
+          f"{args.rounds} rounds x {args.steps} steps after {args.warmup} warm-up steps")  # fmt: skip
+
+    header = (
+        f"{'setting':8s} {'variant':12s} {'ms/step':>9s} {'cpu ms/step':>11s} "
+        f"{'ms/model-step':>14s} {'model-steps/s':>14s} {'vs (a)':>7s} {'GFLOP/s':>8s}"
+    )
+    rows = [header, "-" * len(header)]
+    profiles = []
+    for setting in args.settings:
+        r = SETTINGS[setting]
+        variants = [
+            reference_variant(setting, e, d),
+            engine_variant(setting, 1, e, d),
+            engine_variant(setting, args.n_runs, e, d),
+        ]
+        time_variants(variants, args.steps, args.warmup, args.rounds)
+        if args.profile:
+            profiles.append(f"{setting}:")
+            profiles += [profile_variant(v) for v in (variants[0], variants[2])]
+        flops = step_flops(setting, r, e, d)
+        base = variants[0].median(args.clock)
+        for variant in variants:
+            per_model = variant.median(args.clock) / variant.runs
+            rows.append(
+                f"{setting:8s} {variant.name:12s} {variant.median() * 1e3:9.1f} "
+                f"{variant.median('cpu') * 1e3:11.1f} {per_model * 1e3:14.3f} "
+                f"{1 / per_model:14.1f} {base / per_model:6.1f}x {flops / per_model / 1e9:8.1f}"
+            )
+        roofline = flops / peak
+        rows.append(
+            f"{setting:8s} {'roofline':12s} {'':9s} {'':11s} {roofline * 1e3:14.3f} "
+            f"{1 / roofline:14.1f} {base / roofline:6.1f}x   ({flops / 1e6:.0f} MFLOP/model-step)"
+        )
+    print("\n".join(rows))
+    print(f"# load average after: {_load()}")
+    print(
+        f"# per-model-step columns and ratios use the {args.clock} clock; (c)/(a) and (b)/(a) are"
+        " the 'vs (a)' column of the N=25 and N=1 rows"
+    )
+    if profiles:
+        print("\n# where the time goes (torch.profiler, self CPU time of aten ops, 2 steps)")
+        print("\n".join(profiles))
+
+    if args.memory:
+        print(f"\n# peak memory, engine N={args.n_runs}, 2 training steps per fresh process")
+        for line in measure_memory(
+            args.settings, [int(c) for c in args.capacities.split(",")], args
+        ):
+            print(line)
+    return 0
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
