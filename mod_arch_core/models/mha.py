@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from mod_arch_core.models.base import ModelConfig, StackedModel
-from mod_arch_core.models.layers import GroupMLP, StackedLinear, StackedMLP, affine
+from mod_arch_core.models.layers import GroupMLP, StackedLinear, StackedMLP
 from mod_arch_core.models.routing import build_routing
 
 __all__ = [
@@ -249,24 +249,11 @@ class MHAModular(MHAModel):
         self.out_proj = GroupMLP(n, r, width, self.intermediate_dim, out)
 
     def _core(self, tokens: Tensor, heads: Tensor, onehot: Tensor) -> tuple[Tensor, Tensor | None]:
-        n, b, length = tokens.shape[:3]
-        r, hd, width = self.num_rules, self.head_dim, self.intermediate_dim
-        first, second = self.out_proj.first, self.out_proj.second
-        # Module r reads [head 2r, head 2r+1, in_ slice r]: gathered module-major, (N, R, B, L,
-        # 3, hd), in one copy, so that its first layer is one product over all B L tokens.
-        per_head = heads.unflatten(-2, (r, HEADS_PER_MODULE)).permute(0, 3, 1, 2, 4, 5)
-        own = self.in_proj(tokens).view(n, b, length, r, 1, hd).permute(0, 3, 1, 2, 4, 5)
-        inputs = torch.cat([per_head, own], dim=-2).view(n * r, b * length, 3 * hd)
-        hidden = torch.relu(
-            affine(inputs, first.weight.view(n * r, 3 * hd, width), first.bias.view(n * r, width))
-        )  # (N R, B L, I): module-major
-        logits = None
+        r, hd = self.num_rules, self.head_dim
+        per_module = heads.reshape(*heads.shape[:-2], r, HEADS_PER_MODULE * hd)
+        own = self.in_proj(tokens).view(*tokens.shape[:-1], r, hd)
         self_scored = self.routing.self_scored
-        if self_scored:  # each module's last output channel
-            score_weight = second.weight[..., -1:].reshape(n * r, width, 1)
-            score_bias = second.bias[..., -1:].reshape(n * r, 1, 1)
-            logits = torch.baddbmm(score_bias, hidden, score_weight)
-            logits = logits.view(n, r, b, length).permute(0, 2, 3, 1)  # (N, B, L, R)
+        hidden = self.out_proj.hidden(torch.cat([per_module, own], dim=-1))  # (N, B, L, R, I)
+        logits = self.out_proj.score_channel(hidden) if self_scored else None
         probs = self.routing(onehot, module_logits=logits)
-        hidden = hidden.view(n, r, b, length, width).permute(0, 2, 3, 1, 4)  # (N, B, L, R, I)
         return self.out_proj.mix(hidden, probs, score_channel=self_scored), probs
