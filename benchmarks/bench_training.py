@@ -51,10 +51,10 @@ from mod_arch_core.models import (
 from mod_arch_core.training import (
     STREAM_TRAIN,
     TrainConfig,
-    _generators,
     build_stack,
     make_optimizer,
     retain_freed_memory,
+    run_generators,
     train_step,
 )
 
@@ -203,7 +203,7 @@ def engine_variant(setting: str, num_runs: int, encoder_dim: int, dim: int) -> V
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, config)
-    generators = _generators(config, STREAM_TRAIN, device)
+    generators = run_generators(config, STREAM_TRAIN, device)
     seq_len = None if setting == "mlp" else SEQ_LEN
     alive = torch.ones(config.num_runs, dtype=torch.bool)
 

@@ -38,7 +38,7 @@ from mod_arch_core.training import (
     build_stack,
     evaluate_batches,
     resolve_device,
-    stream_generator,
+    run_generators,
 )
 from mod_arch_core.validation import check_int
 
@@ -113,11 +113,6 @@ class EvalBudget:
         return dataclasses.asdict(self)
 
 
-def _generators(config: TrainConfig, stream: int, device: torch.device) -> list[torch.Generator]:
-    by_seed = {s: stream_generator(s, stream, device) for s in config.seeds}
-    return [by_seed[s] for _, s in config.runs]
-
-
 def _routes_hard(model: nn.Module) -> bool:
     """True if the model declares hard routing (its forward weights are a selection)."""
     return bool(getattr(model, "hard_routing", False))
@@ -148,14 +143,14 @@ def evaluate_performance(
             (False, "perf", STREAM_PERF_ID),
             (True, "perf_ood", STREAM_PERF_OOD),
         ):
-            gens = _generators(config, stream, device)
+            gens = run_generators(config, stream, device)
             out[key] = evaluate_batches(model, tasks, gens, ood=ood, **common).cpu().numpy()
         return out
     for ood, prefix, stream in (
         (False, "perf", STREAM_PERF_ID),
         (True, "perf_ood", STREAM_PERF_OOD),
     ):
-        gens = _generators(config, stream, device)
+        gens = run_generators(config, stream, device)
         for length in budget.lengths:
             values = evaluate_batches(model, tasks, gens, ood=ood, seq_len=length, **common)
             out[f"{prefix}_{length}"] = values.cpu().numpy()
@@ -181,7 +176,7 @@ def estimate_activation_matrices(
     frequencies of a hard router, instead of its mean probabilities.
     """
     model.eval()
-    gens = _generators(config, STREAM_PROB, device)
+    gens = run_generators(config, STREAM_PROB, device)
     seq_len = config.seq_len if config.setting != "mlp" else None
     size = budget.prob_size(config.setting)
     accumulator = metrics.ActivationAccumulator(config.num_rules, num_runs=len(tasks))
@@ -213,7 +208,7 @@ def estimate_adaptation(
     """
     model.eval()
     draws = metrics.dirichlet_draws(config.num_rules, budget.adaptation_draws)
-    gens = _generators(config, STREAM_ADAPT, device)
+    gens = run_generators(config, STREAM_ADAPT, device)
     seq_len = config.seq_len if config.setting != "mlp" else None
     n_runs = len(tasks)
     q = np.zeros((n_runs, budget.adaptation_draws, config.num_rules))

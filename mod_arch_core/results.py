@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable
@@ -255,7 +254,7 @@ def validate_curves(df: pd.DataFrame, *, where: str = "curves table") -> pd.Data
 def _check_values(df: pd.DataFrame, column: str, allowed: Iterable[str], where: str) -> None:
     allowed = tuple(allowed)
     bad = sorted(set(df[column]) - set(allowed))
-    if bad and not (column == "model"):
+    if bad:
         raise ResultsError(f"{where}: column {column!r} has values {bad}; allowed: {list(allowed)}")
 
 
@@ -516,11 +515,6 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if "config" not in metadata:
         raise ResultsError(f"{path} has no configuration in its metadata")
     return state, json.loads(metadata["config"])
-
-
-def is_finite_number(value: Any) -> bool:
-    """True for a real, finite number."""
-    return isinstance(value, int | float | np.number) and math.isfinite(float(value))
 
 
 __all__ = [

@@ -313,7 +313,7 @@ def _extra_models() -> tuple[str, ...]:
     return tuple(getattr(models, "MODEL_NAMES", PAPER_MODELS))
 
 
-def _generators(config: TrainConfig, stream: int, device: torch.device) -> list[torch.Generator]:
+def run_generators(config: TrainConfig, stream: int, device: torch.device) -> list[torch.Generator]:
     """One generator per model seed, shared (same object) by the runs with that seed.
 
     Runs sharing a model seed then see the same inputs and rules, as in the reference, where the
@@ -463,9 +463,9 @@ def train(
     n_runs = config.num_runs
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, config)
-    train_gens = _generators(config, STREAM_TRAIN, device)
-    eval_gens = _generators(config, STREAM_EVAL, device)
-    val_gens = _generators(config, STREAM_VAL, device)
+    train_gens = run_generators(config, STREAM_TRAIN, device)
+    eval_gens = run_generators(config, STREAM_EVAL, device)
+    val_gens = run_generators(config, STREAM_VAL, device)
     seq_len = config.seq_len if config.setting in ("mha", "rnn") else None
     clip = config.clip_norm
 
