@@ -18,6 +18,7 @@ import pandas as pd
 
 from mod_arch_core import results
 from mod_arch_core.evaluation import EvalBudget, evaluate_result
+from mod_arch_core.models.registry import resolved_options
 from mod_arch_core.provenance import provenance
 from mod_arch_core.training import TrainConfig, TrainResult, train
 
@@ -62,6 +63,9 @@ def run_experiment(
         "stacked_runs": config.num_runs,
         "config_hash": chash,
         "profile": profile,
+        "model_options": json.dumps(
+            resolved_options(config.model, config.model_options), sort_keys=True
+        ),
         **{
             k: info[k]
             for k in ("package_version", "git_commit", "torch_version", "device", "hardware")

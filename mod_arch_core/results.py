@@ -84,6 +84,10 @@ RUN_COLUMNS: dict[str, tuple[str, str]] = {
     "torch_version": ("s", "torch version"),
     "device": ("s", "cpu or cuda"),
     "hardware": ("s", "CPU architecture and cores, or GPU name"),
+    "model_options": (
+        "s",
+        'routing options in effect, JSON with sorted keys (e.g. {"top_k": 1}); {} for none',
+    ),
     # Hard routers (top-k, Gumbel; evaluation.SELECTED_METRIC_NAMES): the five metrics once more,
     # on P of the selection frequencies (argmax of the scores); NaN for every other model.
     **{
@@ -182,10 +186,13 @@ def config_hash(data: dict[str, Any]) -> str:
 def conform(df: pd.DataFrame, columns: dict[str, tuple[str, str]]) -> pd.DataFrame:
     """Return ``df`` with exactly the schema's columns, in order, with the schema's dtypes.
 
-    Missing float columns are filled with NaN (e.g. per-length columns of an MLP run); any other
-    missing column is an error.
+    Missing float columns are filled with NaN (e.g. per-length columns of an MLP run), a missing
+    ``model_options`` with ``{}`` (tables written before the column existed); any other missing
+    column is an error.
     """
     df = df.copy()
+    if "model_options" in columns and "model_options" not in df.columns:
+        df["model_options"] = "{}"
     missing = [c for c, (kind, _) in columns.items() if c not in df.columns and kind != "f"]
     if missing:
         raise ResultsError(f"missing columns {missing}; the schema needs {list(columns)}")

@@ -375,11 +375,12 @@ def test_variant_names_appear_in_results_rows_with_selected_metrics() -> None:
 @pytest.mark.parametrize(("name", "base"), [("routing-quick", "quick"), ("routing", "reference")])
 def test_routing_profiles_share_the_grid_of_their_base_profile(name, base) -> None:
     profile, reference = load_profile(name), load_profile(base)
-    differs = {"name", "description", "models", "model_options"}
+    differs = {"name", "description", "models", "model_options", "search_versions"}
     for field in dataclasses.fields(profile):
         if field.name not in differs:
             assert getattr(profile, field.name) == getattr(reference, field.name), field.name
-    assert set(profile.models) == set(MODEL_NAMES)
+    assert set(profile.search_versions) <= set(reference.search_versions)
+    assert set(profile.models) == set(MODEL_NAMES) - {"modular-gumbel-balanced"}
     assert set(reference.models) <= set(profile.models)
     configs = {c.model: c for c in profile.configurations(device="cpu")}
     assert configs["modular-top2"].model_options == {"top_k": 2}
@@ -388,3 +389,17 @@ def test_routing_profiles_share_the_grid_of_their_base_profile(name, base) -> No
     assert model.routing.top_k == 2 and model.model_name == "modular-top2"
     paper = {c.model: c for c in reference.configurations(device="cpu")}
     assert configs["modular"] == paper["modular"]  # same configuration, same hash: re-used
+
+
+def test_rows_record_the_routing_options_in_effect() -> None:
+    budget = named_budget("smoke")
+    plain = experiment.run_experiment(tiny_config("mlp", "modular", iterations=2), budget)
+    weighted = experiment.run_experiment(
+        tiny_config("mlp", "modular", iterations=2, model_options={"balance_weight": 0.5}), budget
+    )
+    named = experiment.run_experiment(tiny_config("mlp", "modular-top2", iterations=2), budget)
+    assert set(plain.runs.model_options) == {"{}"}
+    assert set(weighted.runs.model_options) == {'{"balance_weight": 0.5}'}
+    assert set(named.runs.model_options) == {'{"top_k": 2}'}
+    old = plain.runs.drop(columns=["model_options"])  # a table from before the column existed
+    assert set(results.conform(old, results.RUN_COLUMNS).model_options) == {"{}"}

@@ -68,6 +68,7 @@ __all__ = [
     "count_parameters",
     "input_dim",
     "model_class",
+    "resolved_options",
 ]
 
 #: ``balance_weight`` of the ``-balanced`` names: Switch's alpha = 1e-2 (Fedus et al. 2022, §2.2).
@@ -201,7 +202,7 @@ def _make_config(
                 f"model {model!r} fixes {key}={value!r}, got {key}={options[key]!r}; "
                 "use a model name without it and pass the option"
             )
-    options = {**spec.options, **options}
+    options = resolved_options(model, options)
     return ModelConfig(
         setting=setting,
         model=model,
@@ -215,6 +216,16 @@ def _make_config(
         state_dim=check_int(state_dim, "state_dim", minimum=1),
         options=dict(options),
     )
+
+
+def resolved_options(model: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The routing options a model runs with: those its name fixes (:data:`MODELS`) plus ``options``.
+
+    What the results tables record per run (``model_options``), so that ``modular`` trained with
+    ``balance_weight=0.1`` is told apart from plain ``modular``.
+    """
+    spec = MODELS[canonical_name(model, "model", MODEL_NAMES)]
+    return {**spec.options, **(options or {})}
 
 
 def build_model(
