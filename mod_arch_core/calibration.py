@@ -1,0 +1,149 @@
+"""Are the iteration budgets long enough? Curves at a budget B against the same runs at k x B.
+
+The reference-results issue asks for budgets "where the loss has flattened or where the ranking
+of models no longer changes". The ``calibration`` profile trains the four paper models k times
+longer than the budget with the same recipe; with a constant learning rate and a fixed data
+stream per run, the first B steps of such a run *are* the run at budget B. So one long run gives
+both numbers, and these functions compare them:
+
+* :func:`window_means`: each run's ID performance averaged over the last ``window`` evaluations
+  up to a step (the curves are measured on two small batches, so single points are noisy);
+* :func:`budget_comparison`: per setting, task and model, the mean over runs at B and at k x B,
+  the relative improvement, and the rank of the model at both;
+* :func:`ranking_changes`: per setting and task, the ranking at B and at k x B and whether it
+  changed.
+
+All pure functions of a curves table (:data:`mod_arch_core.results.CURVE_COLUMNS`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from mod_arch_core.validation import check_int
+
+__all__ = ["budget_comparison", "ranking_changes", "window_means"]
+
+#: A run is identified by these columns of the curves table.
+RUN_KEYS: tuple[str, ...] = (
+    "setting",
+    "task",
+    "model",
+    "num_rules",
+    "encoder_dim",
+    "dim",
+    "search_version",
+    "data_seed",
+    "seed",
+)
+
+
+def _check_curves(curves: pd.DataFrame) -> None:
+    if not isinstance(curves, pd.DataFrame) or curves.empty:
+        raise ValueError("curves must be a non-empty curves table (results.CURVE_COLUMNS)")
+    missing = [c for c in (*RUN_KEYS, "iteration", "perf") if c not in curves.columns]
+    if missing:
+        raise ValueError(f"the curves table lacks columns {missing}")
+
+
+def window_means(curves: pd.DataFrame, step: int, *, window: int = 3) -> pd.DataFrame:
+    """Each run's ID ``perf`` averaged over its last ``window`` evaluations at or before ``step``.
+
+    Returns one row per run: the :data:`RUN_KEYS` columns, ``step`` and ``perf``. A run whose
+    curve does not reach ``step`` is an error (the long runs must be at least that long).
+    """
+    _check_curves(curves)
+    step = check_int(step, "step", minimum=1)
+    window = check_int(window, "window", minimum=1)
+    keys = list(RUN_KEYS)
+    upto = curves[curves["iteration"] <= step]
+    short = curves.groupby(keys, dropna=False)["iteration"].max()
+    if (short < step).any():
+        raise ValueError(
+            f"{int((short < step).sum())} runs end before step {step} "
+            f"(last evaluation at {int(short.min())}); calibrate with longer runs"
+        )
+    tail = upto.sort_values("iteration").groupby(keys, dropna=False).tail(window)
+    out = tail.groupby(keys, dropna=False, as_index=False)["perf"].mean()
+    return out.assign(step=step)
+
+
+def budget_comparison(
+    curves: pd.DataFrame, budgets: Mapping[str, int], *, factor: int = 4, window: int = 3
+) -> pd.DataFrame:
+    """Mean ID performance of each model at its setting's budget B and at ``factor`` x B.
+
+    Parameters
+    ----------
+    curves : curves table of runs at least ``factor`` x B long (the ``calibration`` profile)
+    budgets : iteration budget B per setting, e.g. ``{"mlp": 2000, "mha": 600, "rnn": 500}``
+    factor : how much longer the comparison point is
+    window : evaluations averaged per run (:func:`window_means`)
+
+    Returns
+    -------
+    One row per setting, task and model: ``budget``, ``perf_at_budget``, ``perf_at_longer``
+    (means over runs; lower is better, loss or error %), ``improvement`` (relative fall from B to
+    k x B, e.g. 0.25 = 25% lower), ``rank_at_budget`` and ``rank_at_longer`` (1 = best within the
+    setting and task).
+    """
+    _check_curves(curves)
+    factor = check_int(factor, "factor", minimum=2)
+    keys = ["setting", "task", "model"]
+    parts = []
+    for setting, part in curves.groupby("setting", sort=True):
+        if setting not in budgets:
+            raise ValueError(f"no budget for setting {setting!r}; got budgets for {list(budgets)}")
+        budget = check_int(budgets[setting], f"budgets[{setting!r}]", minimum=1)
+        at_b = window_means(part, budget, window=window).groupby(keys, as_index=False)["perf"]
+        at_kb = window_means(part, factor * budget, window=window).groupby(keys, as_index=False)
+        merged = at_b.mean().rename(columns={"perf": "perf_at_budget"})
+        merged = merged.merge(at_kb["perf"].mean().rename(columns={"perf": "perf_at_longer"}))
+        parts.append(merged.assign(budget=budget))
+    merged = pd.concat(parts, ignore_index=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        merged["improvement"] = 1.0 - merged["perf_at_longer"] / merged["perf_at_budget"]
+    group = merged.groupby(["setting", "task"])
+    merged["rank_at_budget"] = group["perf_at_budget"].rank(method="min").astype(int)
+    merged["rank_at_longer"] = group["perf_at_longer"].rank(method="min").astype(int)
+    return merged[
+        [
+            "setting",
+            "task",
+            "model",
+            "budget",
+            "perf_at_budget",
+            "perf_at_longer",
+            "improvement",
+            "rank_at_budget",
+            "rank_at_longer",
+        ]
+    ]
+
+
+def ranking_changes(comparison: pd.DataFrame) -> pd.DataFrame:
+    """Per setting and task: the models best-first at B and at k x B, and whether the order changed.
+
+    ``comparison`` is the output of :func:`budget_comparison`. Returns columns ``setting``,
+    ``task``, ``order_at_budget``, ``order_at_longer`` (model names joined by ``" > "``, best
+    first), ``winner_same`` and ``order_same`` (booleans), and ``median_improvement`` over models.
+    """
+    rows = []
+    for (setting, task), part in comparison.groupby(["setting", "task"], sort=True):
+        at_b = part.sort_values(["perf_at_budget", "model"])["model"].tolist()
+        at_kb = part.sort_values(["perf_at_longer", "model"])["model"].tolist()
+        rows.append(
+            {
+                "setting": setting,
+                "task": task,
+                "order_at_budget": " > ".join(at_b),
+                "order_at_longer": " > ".join(at_kb),
+                "winner_same": at_b[0] == at_kb[0],
+                "order_same": at_b == at_kb,
+                "median_improvement": float(part["improvement"].median()),
+            }
+        )
+    return pd.DataFrame(rows)

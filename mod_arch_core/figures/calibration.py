@@ -1,0 +1,67 @@
+"""The calibration figure of the Reproduce part: curves to k x B with the budget B marked."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from mod_arch_core.figures.paper import (
+    PERF_LABELS,
+    PERF_MODELS,
+    PathLike,
+    _color,
+    _finish,
+    _grid,
+    _label,
+    _legend,
+    _ordered,
+)
+from mod_arch_core.figures.style import figure_style
+from mod_arch_core.validation import SETTINGS, TASKS
+
+__all__ = ["calibration_curves"]
+
+
+def calibration_curves(
+    curves: pd.DataFrame,
+    budgets: Mapping[str, int],
+    *,
+    figures_dir: PathLike | None = None,
+    name: str = "calibration_curves",
+) -> Figure:
+    """ID performance during the long calibration runs, one panel per setting and task.
+
+    One line per model (mean over its runs of the ``perf`` column of the curves table); a dashed
+    vertical line marks the setting's budget B. Log-scaled y: the interesting part is how much
+    the curve still falls after B (see :func:`mod_arch_core.calibration.budget_comparison`).
+    """
+    if not isinstance(curves, pd.DataFrame) or curves.empty:
+        raise ValueError("curves must be a non-empty curves table")
+    settings = _ordered(curves["setting"], SETTINGS)
+    tasks = _ordered(curves["task"], TASKS)
+    with figure_style():
+        fig, axes = _grid(
+            len(settings), len(tasks), figsize=(5.2 * len(tasks), 2.8 * len(settings) + 0.8)
+        )
+        for i, setting in enumerate(settings):
+            for j, task in enumerate(tasks):
+                ax = axes[i, j]
+                part = curves[(curves["setting"] == setting) & (curves["task"] == task)]
+                means = part.groupby(["model", "iteration"], as_index=False)["perf"].mean()
+                for model in _ordered(means["model"], PERF_MODELS):
+                    line = means[means["model"] == model].sort_values("iteration")
+                    ax.plot(
+                        line["iteration"], line["perf"].clip(lower=1e-3), lw=1.4,
+                        color=_color(model), label=_label(model),
+                    )  # fmt: skip
+                if setting in budgets:
+                    ax.axvline(budgets[setting], color="#222222", ls="--", lw=1.0, label="budget B")
+                ax.set_yscale("log")
+                ax.set_title(f"{setting.upper()} · {task}", fontsize=10)
+                ax.set_xlabel("Iteration" if i == len(settings) - 1 else "")
+                ax.set_ylabel(PERF_LABELS[task] if j == 0 else "")
+        _legend(fig, axes.ravel())
+        fig.suptitle("Calibration runs: ID performance to 4x the budget (mean over runs)")
+        return _finish(fig, figures_dir, name)
