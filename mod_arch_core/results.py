@@ -236,7 +236,7 @@ def validate_runs(df: pd.DataFrame, *, where: str = "runs table") -> pd.DataFram
         raise ResultsError(
             f"{where}: classification perf is an error in % and must lie in [0, 100]"
         )
-    keys = [*RUN_KEYS, "checkpoint"]
+    keys = [*RUN_KEYS, "model_options", "checkpoint"]  # options: one model, several weights
     duplicated = df.duplicated(keys, keep=False)
     if duplicated.any():
         raise ResultsError(
@@ -247,9 +247,9 @@ def validate_runs(df: pd.DataFrame, *, where: str = "runs table") -> pd.DataFram
 
 
 def validate_curves(df: pd.DataFrame, *, where: str = "curves table") -> pd.DataFrame:
-    """Check a curves table: schema and no duplicate (run, iteration) keys."""
+    """Check a curves table: schema and no duplicate (run, configuration, iteration) keys."""
     df = conform(df, CURVE_COLUMNS)
-    keys = [*RUN_KEYS, "iteration"]
+    keys = [*RUN_KEYS, "config_hash", "iteration"]  # the hash tells routing options apart
     duplicated = df.duplicated(keys, keep=False)
     if duplicated.any():
         raise ResultsError(f"{where}: {int(duplicated.sum())} rows share their keys {keys}")

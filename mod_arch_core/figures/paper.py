@@ -97,6 +97,14 @@ MODEL_MARKERS: dict[str, str] = {
     "modular-op": "s",
     "modular": "^",
     "monolithic": "D",
+    "modular-topk": "v",
+    "modular-top2": "<",
+    "modular-gumbel": ">",
+    "modular-op-topk": "P",
+    "modular-balanced": "X",
+    "modular-entropy": "*",
+    "modular-topk-balanced": "p",
+    "modular-gumbel-balanced": "h",
 }
 #: Y-axis label per task (spec §5.1).
 PERF_LABELS: dict[str, str] = {"regression": "Loss (L1)", "classification": "Error (%)"}

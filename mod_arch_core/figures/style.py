@@ -41,7 +41,22 @@ __all__ = [
 ]
 
 #: Order of the models in legends and tables (the paper's figures use this order).
-MODEL_ORDER: tuple[str, ...] = ("gt-modular", "modular-op", "modular", "monolithic", "random")
+MODEL_ORDER: tuple[str, ...] = (
+    "gt-modular",
+    "modular-op",
+    "modular",
+    "monolithic",
+    "random",
+    # the routing variants beyond the paper (models.registry.MODELS)
+    "modular-topk",
+    "modular-top2",
+    "modular-gumbel",
+    "modular-op-topk",
+    "modular-balanced",
+    "modular-entropy",
+    "modular-topk-balanced",
+    "modular-gumbel-balanced",
+)
 #: Display names of the models.
 MODEL_LABELS: dict[str, str] = {
     "gt-modular": "GT-Modular",
@@ -49,6 +64,14 @@ MODEL_LABELS: dict[str, str] = {
     "modular": "Modular",
     "monolithic": "Monolithic",
     "random": "Random",
+    "modular-topk": "Top-1",
+    "modular-top2": "Top-2",
+    "modular-gumbel": "Gumbel",
+    "modular-op-topk": "Modular-op top-1",
+    "modular-balanced": "Balanced",
+    "modular-entropy": "Entropy/MI",
+    "modular-topk-balanced": "Top-1 + balanced",
+    "modular-gumbel-balanced": "Gumbel + balanced",
 }
 #: The paper's model colours (its ranking pies, spec §5.6); grey for the Random baseline.
 MODEL_COLORS: dict[str, str] = {
@@ -57,6 +80,15 @@ MODEL_COLORS: dict[str, str] = {
     "modular-op": "#a66c98",
     "monolithic": "#d690aa",
     "random": "#8c8c8c",
+    # routing variants: hard routers in greens, regularised soft routers in oranges
+    "modular-topk": "#1b7837",
+    "modular-top2": "#5aae61",
+    "modular-gumbel": "#a6dba0",
+    "modular-op-topk": "#35978f",
+    "modular-balanced": "#e08214",
+    "modular-entropy": "#b35806",
+    "modular-topk-balanced": "#fdb863",
+    "modular-gumbel-balanced": "#8c510a",
 }
 #: Metadata written into every file: no creation date, so the bytes are reproducible.
 SVG_METADATA: dict[str, Any] = {"Date": None, "Creator": "mod_arch_core.figures"}
