@@ -1,16 +1,17 @@
-"""Are the iteration budgets long enough? Curves at a budget B against the same runs at k x B.
+"""Are the iteration budgets long enough? Curves at a budget B against the same runs continued.
 
 The reference-results issue asks for budgets "where the loss has flattened or where the ranking
 of models no longer changes". The ``calibration`` profile trains the four paper models k times
 longer than the budget with the same recipe; with a constant learning rate and a fixed data
 stream per run, the first B steps of such a run *are* the run at budget B. So one long run gives
-both numbers, and these functions compare them:
+both numbers (``calibration`` trains 4x the MLP and MHA budgets and 2x the RNN one), and these
+functions compare them:
 
 * :func:`window_means`: each run's ID performance averaged over the last ``window`` evaluations
   up to a step (the curves are measured on two small batches, so single points are noisy);
-* :func:`budget_comparison`: per setting, task and model, the mean over runs at B and at k x B,
+* :func:`budget_comparison`: per setting, task and model, the mean over runs at B and at the end,
   the relative improvement, and the rank of the model at both;
-* :func:`ranking_changes`: per setting and task, the ranking at B and at k x B and whether it
+* :func:`ranking_changes`: per setting and task, the ranking at B and at the end and whether it
   changed.
 
 All pure functions of a curves table (:data:`mod_arch_core.results.CURVE_COLUMNS`).
@@ -72,26 +73,24 @@ def window_means(curves: pd.DataFrame, step: int, *, window: int = 3) -> pd.Data
 
 
 def budget_comparison(
-    curves: pd.DataFrame, budgets: Mapping[str, int], *, factor: int = 4, window: int = 3
+    curves: pd.DataFrame, budgets: Mapping[str, int], *, window: int = 3
 ) -> pd.DataFrame:
-    """Mean ID performance of each model at its setting's budget B and at ``factor`` x B.
+    """Mean ID performance of each model at its setting's budget B and at the end of the runs.
 
     Parameters
     ----------
-    curves : curves table of runs at least ``factor`` x B long (the ``calibration`` profile)
-    budgets : iteration budget B per setting, e.g. ``{"mlp": 2000, "mha": 600, "rnn": 500}``
-    factor : how much longer the comparison point is
+    curves : curves table of runs longer than B (the ``calibration`` profile)
+    budgets : iteration budget B per setting, e.g. ``{"mlp": 2000, "mha": 600, "rnn": 1000}``
     window : evaluations averaged per run (:func:`window_means`)
 
     Returns
     -------
-    One row per setting, task and model: ``budget``, ``perf_at_budget``, ``perf_at_longer``
-    (means over runs; lower is better, loss or error %), ``improvement`` (relative fall from B to
-    k x B, e.g. 0.25 = 25% lower), ``rank_at_budget`` and ``rank_at_longer`` (1 = best within the
-    setting and task).
+    One row per setting, task and model: ``budget``, ``longer`` (the runs' last iteration),
+    ``perf_at_budget``, ``perf_at_longer`` (means over runs; lower is better, loss or error %),
+    ``improvement`` (relative fall from B to the end, e.g. 0.25 = 25% lower), ``rank_at_budget``
+    and ``rank_at_longer`` (1 = best within the setting and task).
     """
     _check_curves(curves)
-    factor = check_int(factor, "factor", minimum=2)
     keys = ["setting", "task", "model"]
     parts = []
     for setting, part in curves.groupby("setting", sort=True):
@@ -99,10 +98,15 @@ def budget_comparison(
             raise ValueError(f"no budget for setting {setting!r}; got budgets for {list(budgets)}")
         budget = check_int(budgets[setting], f"budgets[{setting!r}]", minimum=1)
         at_b = window_means(part, budget, window=window).groupby(keys, as_index=False)["perf"]
-        at_kb = window_means(part, factor * budget, window=window).groupby(keys, as_index=False)
+        longer = int(part["iteration"].max())
+        if longer <= budget:
+            raise ValueError(
+                f"{setting}: the runs end at {longer} steps, not after the budget {budget}"
+            )
+        at_kb = window_means(part, longer, window=window).groupby(keys, as_index=False)
         merged = at_b.mean().rename(columns={"perf": "perf_at_budget"})
         merged = merged.merge(at_kb["perf"].mean().rename(columns={"perf": "perf_at_longer"}))
-        parts.append(merged.assign(budget=budget))
+        parts.append(merged.assign(budget=budget, longer=longer))
     merged = pd.concat(parts, ignore_index=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         merged["improvement"] = 1.0 - merged["perf_at_longer"] / merged["perf_at_budget"]
@@ -115,6 +119,7 @@ def budget_comparison(
             "task",
             "model",
             "budget",
+            "longer",
             "perf_at_budget",
             "perf_at_longer",
             "improvement",
@@ -125,7 +130,7 @@ def budget_comparison(
 
 
 def ranking_changes(comparison: pd.DataFrame) -> pd.DataFrame:
-    """Per setting and task: the models best-first at B and at k x B, and whether the order changed.
+    """Per setting and task: the models best-first at B and at the end, and whether the order changed.
 
     ``comparison`` is the output of :func:`budget_comparison`. Returns columns ``setting``,
     ``task``, ``order_at_budget``, ``order_at_longer`` (model names joined by ``" > "``, best

@@ -32,6 +32,7 @@ __all__ = [
     "EXPLORE_WEIGHTS",
     "REGULARISERS",
     "ROUTING_MODELS",
+    "SMOKE_OVERRIDES",
     "TAXONOMY",
     "choose_weight",
     "describe_difference",
@@ -323,6 +324,16 @@ def headline_table(
     return out
 
 
+#: Overrides that shrink ``routing-quick`` and ``routing-explore`` to a seconds-long run (tests,
+#: the chapter's ``profile="smoke"``).
+SMOKE_OVERRIDES: tuple[str, ...] = (
+    "num_rules=[2, 4]",
+    "data_seeds=[0]",
+    "seeds=[0]",
+    "iterations.mlp=20",
+    "eval_every.mlp=10",
+    "budget=smoke",
+)
 #: The weights tried on the exploration seeds, and the two regularisers (options of ``modular``).
 EXPLORE_WEIGHTS: tuple[float, ...] = (0.01, 0.1, 1.0)
 REGULARISERS: tuple[str, ...] = ("balance_weight", "entropy_weight")

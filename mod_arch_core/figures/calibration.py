@@ -1,4 +1,4 @@
-"""The calibration figure of the Reproduce part: curves to k x B with the budget B marked."""
+"""The calibration figure of the Reproducing part: long runs with the budget B marked."""
 
 from __future__ import annotations
 
@@ -63,5 +63,5 @@ def calibration_curves(
                 ax.set_xlabel("Iteration" if i == len(settings) - 1 else "")
                 ax.set_ylabel(PERF_LABELS[task] if j == 0 else "")
         _legend(fig, axes.ravel())
-        fig.suptitle("Calibration runs: ID performance to 4x the budget (mean over runs)")
+        fig.suptitle("Calibration runs: ID performance beyond the budget B (mean over runs)")
         return _finish(fig, figures_dir, name)
