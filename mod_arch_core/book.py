@@ -23,7 +23,7 @@ Command line::
     python -m mod_arch_core.book build
     python -m mod_arch_core.book all [--force] [--only NAME ...] [--param KEY=VALUE ...]
 
-``--param results_path=/abs/path/results/quick`` points the results chapters (those whose parameter
+``--param results_path=/abs/path/results/reference`` points the results chapters (those whose parameter
 cell defines ``results_path``) at other results; a ``--param`` reaches only the chapters that declare
 that parameter, and a name no selected chapter declares is an error.
 """
@@ -621,7 +621,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         metavar="KEY=VALUE",
         help="a chapter parameter (YAML value), passed to the chapters that define it, e.g. "
-        "results_path=$PWD/results/quick (relative paths are relative to notebooks/); repeatable",
+        "results_path=$PWD/results/reference (relative paths are relative to notebooks/); repeatable",
     )
     args = parser.parse_args(argv)
     start = time.perf_counter()

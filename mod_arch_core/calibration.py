@@ -26,7 +26,7 @@ import pandas as pd
 
 from mod_arch_core.validation import check_int
 
-__all__ = ["budget_comparison", "ranking_changes", "window_means"]
+__all__ = ["budget_comparison", "describe", "ranking_changes", "window_means"]
 
 #: A run is identified by these columns of the curves table.
 RUN_KEYS: tuple[str, ...] = (
@@ -152,3 +152,23 @@ def ranking_changes(comparison: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def describe(comparison: pd.DataFrame, setting: str, task: str) -> str:
+    """One sentence on a setting and task of :func:`budget_comparison`, for the book's prose.
+
+    States the median and the largest relative change after the budget (and which model), and
+    whether the winner and the full order of the models are the same at the end.
+    """
+    part = comparison[(comparison["setting"] == setting) & (comparison["task"] == task)]
+    if part.empty:
+        raise ValueError(f"no rows for setting={setting!r}, task={task!r} in the comparison")
+    (change,) = ranking_changes(part).to_dict("records")
+    top = part.loc[part["improvement"].idxmax()]
+    order = "the same order" if change["order_same"] else "a different order"
+    winner = "the same winner" if change["winner_same"] else "a different winner"
+    return (
+        f"after the budget the median model improves by {100 * change['median_improvement']:.0f}% "
+        f"(most: {top['model']}, {100 * top['improvement']:.0f}%); the end of the runs has "
+        f"{winner} and {order} ({change['order_at_longer']})"
+    )

@@ -356,15 +356,15 @@ def load(path: str | Path, *, verify: bool = True) -> Results:
 
 # Load or compute ---------------------------------------------------------------------------
 
-#: The profile whose results the book ships (``results/quick``) and reads by default.
-SHIPPED_PROFILE = "quick"
+#: The profile whose results the book ships (``results/reference``) and reads by default.
+SHIPPED_PROFILE = "reference"
 #: Values of a results chapter's ``profile`` parameter that mean "read, do not compute": ``None``,
 #: and ``"book"``, which the book pipeline (:mod:`mod_arch_core.book`) passes to every chapter.
 READ_ONLY_PROFILES: tuple[Any, ...] = (None, "book")
 
 
 def default_results_path(profile: str | None = None, root: str | Path = "results") -> Path:
-    """Where a profile's results live: ``root/<profile>``, or ``root/quick`` to read shipped ones.
+    """Where a profile's results live: ``root/<profile>``, or ``root/reference`` to read shipped ones.
 
     This is the convention of ``make figures PROFILE=...`` (``results/$(PROFILE)``), so a smoke run
     never lands in the folder of the shipped results.

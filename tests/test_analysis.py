@@ -381,8 +381,10 @@ def test_advantage_is_positive_for_better_models() -> None:
 
 
 def test_load_or_run_reports_missing_results(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"no results at .*make figures PROFILE=quick"):
+    with pytest.raises(FileNotFoundError, match=r"no results at .*make figures PROFILE=reference"):
         results.load_or_run(tmp_path / "nothing")
+    with pytest.raises(FileNotFoundError, match="PROFILE=quick"):
+        results.load_or_run(tmp_path / "quick", "book")
     with pytest.raises(FileNotFoundError, match="PROFILE=reference"):
         results.load_or_run(tmp_path / "reference", "book")
     with pytest.raises(ValueError, match="need a profile to run"):
@@ -391,7 +393,7 @@ def test_load_or_run_reports_missing_results(tmp_path: Path) -> None:
         results.load_or_run(tmp_path, "smoke", "num_rules=[2]")
     with pytest.raises(ValueError, match="unknown profile 'huge'"):
         results.load_or_run(tmp_path, "huge")
-    assert results.default_results_path(None) == Path("results/quick")
+    assert results.default_results_path(None) == Path("results/reference")
     assert results.default_results_path("smoke", "../results") == Path("../results/smoke")
 
 

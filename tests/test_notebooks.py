@@ -47,6 +47,14 @@ FIGURES = {
         "learned_activation_matrices",
     ],
     "07_results_training_speed": ["fig7_training_curves", "fig7_training_curves_relative"],
+    "09_routing": [
+        "routing_metrics_probabilities",
+        "routing_metrics_selection",
+        "routing_performance",
+        "routing_paired_differences",
+        "routing_heatmaps",
+    ],
+    "10_calibration": ["calibration_curves"],
 }
 
 
@@ -163,13 +171,28 @@ def test_notebook_runs_at_smoke_profile(
     _check_executed(name, report.output, figures)
 
 
+#: Chapters with a number-of-rules parameter, and the bad value of another parameter for the rest.
+RULES_NAMES = [
+    n
+    for n in DEFINITION_NAMES
+    if "num_rules" in book.declared_parameters(ROOT / book.NOTEBOOK_DIR / f"{n}.ipynb")
+]
+BAD_PARAMETER = {name: ("num_rules", 1, "num_rules must be >= 2, got 1") for name in RULES_NAMES}
+BAD_PARAMETER["10_calibration"] = ("window", 0, "window must be >= 1, got 0")
+
+
+def test_every_definition_chapter_has_a_bad_parameter_check() -> None:
+    assert set(BAD_PARAMETER) == set(DEFINITION_NAMES)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", DEFINITION_NAMES)
+@pytest.mark.parametrize("name", sorted(BAD_PARAMETER))
 def test_bad_parameter_stops_the_notebook_clearly(name: str, tmp_path: Path) -> None:
+    key, value, message = BAD_PARAMETER[name]
     with pytest.raises(book.NotebookExecutionError) as info:
         book.execute_notebooks(
             [name],
-            parameters={"num_rules": 1, "figures_dir": str(tmp_path / "figures")},
+            parameters={key: value, "figures_dir": str(tmp_path / "figures")},
             out_dir=tmp_path,
             profile="smoke",
             force=True,
@@ -179,9 +202,9 @@ def test_bad_parameter_stops_the_notebook_clearly(name: str, tmp_path: Path) -> 
     cause = info.value.__cause__
     assert isinstance(cause, PapermillExecutionError)
     assert cause.ename == "ValueError"
-    assert cause.evalue == "num_rules must be >= 2, got 1"
+    assert cause.evalue == message
     assert f"{name}.ipynb failed in cell" in str(info.value)
-    assert "num_rules must be >= 2, got 1" in str(info.value)
+    assert message in str(info.value)
     nb = nbformat.read(tmp_path / f"{name}.ipynb", as_version=4)
     assert nb.metadata["papermill"]["exception"], "the partly executed notebook is kept"
     assert book._stored_stamp(tmp_path / f"{name}.ipynb") is None, "a failed run is never cached"
@@ -189,7 +212,7 @@ def test_bad_parameter_stops_the_notebook_clearly(name: str, tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_unknown_profile_is_refused_inside_the_notebook(tmp_path: Path) -> None:
-    name = DEFINITION_NAMES[-1]
+    name = "04_training"
     with pytest.raises(book.NotebookExecutionError) as info:
         book.execute_notebooks(
             [name],

@@ -1,0 +1,68 @@
+"""Budget calibration: window means, the comparison at B and at the end, ranking changes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mod_arch_core import calibration, results
+
+
+def synthetic_curves(step: int = 100, end: int = 800) -> pd.DataFrame:
+    """Two settings, one task, two models, two runs each; perf = a / (1 + iteration / scale)."""
+    rows = []
+    shapes = {"modular": (1.0, 100.0), "gt-modular": (2.0, 10.0)}  # gt: slow start, faster later
+    for setting in ("mlp", "rnn"):
+        for model, (a, scale) in shapes.items():
+            for seed in (0, 1):
+                for it in range(0, end + 1, step):
+                    perf = a / (1.0 + it / scale) + 0.001 * seed
+                    rows.append(
+                        dict(setting=setting, task="regression", model=model, num_rules=4,
+                             encoder_dim=8, dim=32, search_version=np.nan, data_seed=0, seed=seed,
+                             iterations=end, iteration=it, perf=perf, perf_val=perf,
+                             config_hash=f"{setting}{model}")
+                    )  # fmt: skip
+    return results.conform(pd.DataFrame(rows), results.CURVE_COLUMNS)
+
+
+def test_window_means_average_the_last_evaluations_up_to_a_step() -> None:
+    curves = synthetic_curves()
+    means = calibration.window_means(curves, 250, window=2)
+    row = means[(means.setting == "mlp") & (means.model == "modular") & (means.seed == 0)]
+    assert row["perf"].item() == pytest.approx((1 / 2 + 1 / 3) / 2)  # iterations 100 and 200
+    with pytest.raises(ValueError, match="end before step 900"):
+        calibration.window_means(curves, 900)
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        calibration.window_means(curves, 100, window=0)
+
+
+def test_budget_comparison_ranks_at_the_budget_and_at_the_end() -> None:
+    curves = synthetic_curves()
+    table = calibration.budget_comparison(curves, {"mlp": 100, "rnn": 100}, window=1)
+    mlp = table[table.setting == "mlp"].set_index("model")
+    assert set(table["longer"]) == {800}
+    # at 100: modular 0.5, gt 2/11 = 0.18; at 800: modular 1/9 = 0.11, gt 2/81 = 0.025
+    assert (
+        mlp.loc["gt-modular", "rank_at_budget"] == 1 and mlp.loc["modular", "rank_at_budget"] == 2
+    )
+    assert mlp.loc["modular", "improvement"] == pytest.approx(1 - (1 / 9 + 0.0005) / (0.5 + 0.0005))
+    changes = calibration.ranking_changes(table)
+    assert changes["order_same"].all() and changes["winner_same"].all()
+    assert "gt-modular > modular" in calibration.describe(table, "mlp", "regression")
+    with pytest.raises(ValueError, match="no budget for setting 'rnn'"):
+        calibration.budget_comparison(curves, {"mlp": 100})
+    with pytest.raises(ValueError, match="not after the budget 800"):
+        calibration.budget_comparison(curves, {"mlp": 800, "rnn": 100})
+
+
+def test_ranking_change_is_detected() -> None:
+    comparison = pd.DataFrame(
+        dict(setting="mlp", task="regression", model=["a", "b"], budget=10, longer=20,
+             perf_at_budget=[1.0, 2.0], perf_at_longer=[1.0, 0.5], improvement=[0.0, 0.75],
+             rank_at_budget=[1, 2], rank_at_longer=[2, 1])
+    )  # fmt: skip
+    (row,) = calibration.ranking_changes(comparison).to_dict("records")
+    assert row["order_at_budget"] == "a > b" and row["order_at_longer"] == "b > a"
+    assert not row["winner_same"] and not row["order_same"]
