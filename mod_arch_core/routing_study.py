@@ -43,6 +43,7 @@ __all__ = [
     "paired_differences",
     "run_exploration",
     "taxonomy_table",
+    "weight_decision",
 ]
 
 #: Where each model sits in the survey's design space (survey-map §A3, §A11): what the router
@@ -379,6 +380,35 @@ def run_exploration(
                 f"{failed['configuration'].iloc[0]}\n{failed['error'].iloc[0]}"
             )
     return collect(out)
+
+
+def weight_decision(option: str, chosen: float) -> str:
+    """What the exploration's choice means for the named model of a regulariser (book prose).
+
+    Compares ``chosen`` (from :func:`choose_weight`) with the weight the registry fixes for
+    ``modular-balanced`` / ``modular-entropy`` and says which weight the confirmation runs use.
+    """
+    from mod_arch_core.models.registry import BALANCE_WEIGHT, ENTROPY_WEIGHT
+
+    if option not in REGULARISERS:
+        raise ValueError(f"option must be one of {', '.join(REGULARISERS)}, got {option!r}")
+    name, fixed = (
+        ("modular-balanced", BALANCE_WEIGHT)
+        if option == "balance_weight"
+        else ("modular-entropy", ENTROPY_WEIGHT)
+    )
+    if chosen == fixed:
+        return f"`{name}` uses this weight, {fixed:g}"
+    if chosen == 0.0:
+        return (
+            f"no weight tried stays within the tolerance, so `{name}` keeps the registry's "
+            f"{fixed:g} (for load balancing, Switch's published value): the confirmation runs "
+            "measure the regulariser at its standard strength, not at a tuned one"
+        )
+    return (
+        f"`{name}` uses {fixed:g}, not the chosen {chosen:g}: change the weight in "
+        "mod_arch_core.models.registry and re-run the routing-quick sweep to confirm the choice"
+    )
 
 
 def describe_difference(row: pd.Series, digits: int = 3) -> str:

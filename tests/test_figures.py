@@ -449,3 +449,77 @@ def test_result_figures_refuse_bad_input(runs: pd.DataFrame) -> None:
         paper.fig5_metrics_vs_rules(runs, by="seed")
     with pytest.raises(ValueError, match="table is empty"):
         paper.fig6_metrics_per_model(runs.iloc[:0])
+
+
+# --------------------------------------------------------------------------------------
+# Beyond the paper: routing chapter and calibration page
+# --------------------------------------------------------------------------------------
+
+
+def test_every_registered_model_has_a_label_colour_and_marker() -> None:
+    from mod_arch_core.models.registry import MODEL_NAMES
+
+    for name in MODEL_NAMES:
+        assert name in style.MODEL_ORDER and name in style.MODEL_LABELS
+        assert style.model_color(name).startswith("#")
+        assert name in paper.MODEL_MARKERS
+    assert len(set(style.MODEL_COLORS.values())) == len(style.MODEL_COLORS)
+
+
+def _with_variants(runs: pd.DataFrame) -> pd.DataFrame:
+    """The synthetic table plus a hard router (selected metrics) and a balanced soft router."""
+    modular = runs[runs["model"] == "modular"]
+    topk = modular.assign(model="modular-topk", model_options='{"top_k": 1}')
+    for name in analysis.METRICS:
+        topk[f"{name}_selected"] = topk[name] + 0.05
+    balanced = modular.assign(
+        model="modular-balanced",
+        model_options='{"balance_weight": 0.01}',
+        collapse_avg=modular["collapse_avg"] / 2,
+    )
+    return pd.concat([runs, topk, balanced], ignore_index=True)
+
+
+def test_routing_figures(runs: pd.DataFrame) -> None:
+    from mod_arch_core import routing_study
+    from mod_arch_core.figures import routing as rfigs
+
+    table = _with_variants(runs)
+    fig = rfigs.routing_metrics(table)
+    assert len(fig.axes) == 5
+    assert {"Top-1", "Balanced", "Modular"} <= set(_legend_labels(fig))
+    hard = rfigs.routing_metrics(table, source="selection")
+    assert _legend_labels(hard) == ["Top-1"]
+    perf = rfigs.routing_performance(table, models=["modular", "modular-topk"])
+    assert len(perf.axes) == 4 and set(_legend_labels(perf)) == {"Modular", "Top-1"}
+    diffs = pd.concat(
+        [
+            routing_study.paired_differences(table, "modular", v)
+            for v in ("modular-topk", "modular-balanced")
+        ]
+    )
+    forest = rfigs.paired_differences_figure(diffs)
+    assert len(forest.axes) == 6
+    heat = rfigs.routing_heatmaps(
+        table, setting="mlp", task="regression", num_rules=4, models=["modular", "modular-topk"]
+    )
+    titles = [ax.get_title() for ax in heat.axes if ax.get_visible()]
+    assert titles[0].startswith("Modular (") and titles[1].startswith("Top-1 (")
+    with pytest.raises(ValueError, match="source must be"):
+        rfigs.routing_metrics(table, source="both")
+    with pytest.raises(ValueError, match="no selection metrics"):
+        rfigs.routing_metrics(runs, source="selection")
+    with pytest.raises(ValueError, match="not in the table"):
+        rfigs.routing_performance(table, models=["modular-gumbel"])
+
+
+def test_calibration_figure_marks_the_budget(curves: pd.DataFrame) -> None:
+    from mod_arch_core.figures.calibration import calibration_curves
+
+    fig = calibration_curves(curves, {"mlp": 20, "rnn": 30})
+    assert len(fig.axes) == 4
+    assert "budget B" in _legend_labels(fig)
+    dashed = [line for ax in fig.axes for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert sorted({line.get_xdata()[0] for line in dashed}) == [20, 30]
+    with pytest.raises(ValueError, match="non-empty curves table"):
+        calibration_curves(curves.iloc[:0], {"mlp": 20})
