@@ -43,6 +43,7 @@ __all__ = [
     "paired_differences",
     "run_exploration",
     "taxonomy_table",
+    "verdict",
     "weight_decision",
 ]
 
@@ -248,16 +249,22 @@ def paired_differences(
     variant: str,
     columns: Sequence[str] = ("perf", *METRICS),
     *,
+    relative: Sequence[str] = ("perf", "perf_ood"),
     checkpoint: str = "last",
     confidence: float = 0.95,
 ) -> pd.DataFrame:
     """``variant`` minus ``base`` on the same runs, per column, with a bootstrap interval.
 
     Rows are paired on :data:`PAIR_KEYS` (same task instance, seed, R and checkpoint), so the
-    difference removes the variation between tasks and seeds. Returns one row per column:
-    ``base_mean``, ``variant_mean``, ``difference`` (mean of the paired differences),
-    ``ci_low``/``ci_high`` (percentile bootstrap over pairs), ``relative`` (difference /
-    base_mean) and ``pairs``; ``excludes_zero`` says whether the interval excludes 0.
+    difference removes the variation between tasks and seeds. Columns in ``relative`` (the
+    performance columns: a loss for regression, an error % for classification) are compared in
+    relative terms: each pair's difference is divided by the base model's mean in its (setting,
+    task, R) cell, so losses and errors can be pooled (0.1 = 10% worse than the base).
+
+    Returns one row per column: ``base_mean``, ``variant_mean`` (plain means), ``difference``
+    (mean of the paired differences, relative for ``relative`` columns), ``ci_low``/``ci_high``
+    (percentile bootstrap over pairs), ``is_relative``, ``excludes_zero`` (the interval excludes
+    0) and ``pairs``.
     """
     table = select_checkpoint(runs, checkpoint)
     for name in (base, variant):
@@ -271,23 +278,28 @@ def paired_differences(
     common = a.index.intersection(b.index)
     if common.empty:
         raise ValueError(f"{base!r} and {variant!r} share no run (same data seed, seed, R, task)")
+    cells = ["setting", "task", "num_rules"]
     rows = []
     for column in columns:
-        x, y = a.loc[common, column].to_numpy(float), b.loc[common, column].to_numpy(float)
-        diff = y - x
+        x, y = a.loc[common, column], b.loc[common, column]
+        diff = (y - x).to_numpy(float)
+        is_relative = column in relative
+        if is_relative:
+            scale = x.groupby(level=cells).transform("mean").to_numpy(float)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                diff = np.where(scale != 0, diff / scale, np.nan)
         mean, low, high = bootstrap_ci(diff, confidence=confidence)
-        base_mean = float(np.nanmean(x))
         rows.append(
             {
                 "column": column,
                 "base": base,
                 "variant": variant,
-                "base_mean": base_mean,
+                "base_mean": float(np.nanmean(x)),
                 "variant_mean": float(np.nanmean(y)),
                 "difference": mean,
                 "ci_low": low,
                 "ci_high": high,
-                "relative": mean / base_mean if base_mean else np.nan,
+                "is_relative": is_relative,
                 "excludes_zero": bool(low > 0 or high < 0),
                 "pairs": int(np.isfinite(diff).sum()),
             }
@@ -295,34 +307,79 @@ def paired_differences(
     return pd.DataFrame(rows)
 
 
+def _direction(row: pd.Series) -> int:
+    """-1 if the interval lies below 0, +1 above, 0 if it contains 0."""
+    return -1 if row["ci_high"] < 0 else (1 if row["ci_low"] > 0 else 0)
+
+
+def verdict(differences: pd.DataFrame, variant: str) -> str:
+    """The exhibit's verdict for one variant, from :func:`paired_differences` rows.
+
+    Collapse is Collapse-Avg; specialisation is Alignment and inverse MI (lower is better for
+    all); performance is the relative ID ``perf``. Each is "lower", "higher" or "unchanged"
+    (interval containing 0); a variant that lowers collapse without improving specialisation is
+    flagged "balanced is not specialised".
+    """
+    rows = differences[differences["variant"] == variant].set_index("column")
+    needed = {"collapse_avg", "alignment", "inverse_mutual_info", "perf"}
+    if not needed <= set(rows.index):
+        raise ValueError(
+            f"differences for {variant!r} lack columns {sorted(needed - set(rows.index))}"
+        )
+    collapse = _direction(rows.loc["collapse_avg"])
+    special = {_direction(rows.loc[c]) for c in ("alignment", "inverse_mutual_info")}
+    perf = _direction(rows.loc["perf"])
+    words = {-1: "lower", 1: "higher", 0: "unchanged"}
+    if -1 in special and 1 not in special:
+        spec = "better"
+    elif 1 in special and -1 not in special:
+        spec = "worse"
+    elif special == {0}:
+        spec = "unchanged"
+    else:
+        spec = "mixed"
+    text = (
+        f"collapse {words[collapse]} ({rows.loc['collapse_avg', 'difference']:+.3f}), "
+        f"specialisation {spec} (Alignment {rows.loc['alignment', 'difference']:+.3f}, "
+        f"inverse MI {rows.loc['inverse_mutual_info', 'difference']:+.3f}), "
+        f"ID error/loss {words[perf]} "
+        f"({100 * rows.loc['perf', 'difference']:+.0f}%)"
+    )
+    if collapse == -1 and spec in ("unchanged", "worse", "mixed"):
+        text += ": balanced, not specialised"
+    return text
+
+
 def headline_table(
     runs: pd.DataFrame,
     num_rules: int,
     *,
-    columns: Sequence[str] = ("collapse_avg", "alignment", "inverse_mutual_info", "perf"),
+    columns: Sequence[str] = ("collapse_avg", "alignment", "inverse_mutual_info"),
     checkpoint: str = "last",
     confidence: float = 0.95,
 ) -> pd.DataFrame:
     """Per model at one R: mean and bootstrap interval of each column, pooled over the rest.
 
     Wide table, one row per model present (monolithic has NaN routing metrics), columns
-    ``<column>``, ``<column>_low``, ``<column>_high``.
+    ``<column>``, ``<column>_low``, ``<column>_high``, then ID performance per task
+    (``perf_<task>``, with its interval): losses and errors are never pooled.
     """
     num_rules = check_int(num_rules, "num_rules", minimum=2)
     table = select_checkpoint(runs, checkpoint)
     table = table[table["num_rules"] == num_rules]
     if table.empty:
-        raise ValueError(
-            f"no runs with R = {num_rules}; R in the table: {sorted(runs.num_rules.unique())}"
-        )
-    out = None
-    for column in columns:
-        s = summarise(table, ["model"], column, confidence=confidence)
-        s = s.rename(
-            columns={"mean": column, "ci_low": f"{column}_low", "ci_high": f"{column}_high"}
-        ).drop(columns="n")
-        out = s if out is None else out.merge(s, on="model")
-    return out
+        present = sorted(int(r) for r in runs["num_rules"].unique())
+        raise ValueError(f"no runs with R = {num_rules}; R in the table: {present}")
+
+    def wide(part: pd.DataFrame, column: str, name: str) -> pd.DataFrame:
+        s = summarise(part, ["model"], column, confidence=confidence)
+        renamed = {"mean": name, "ci_low": f"{name}_low", "ci_high": f"{name}_high"}
+        return s.rename(columns=renamed).drop(columns="n").set_index("model")
+
+    parts = [wide(table, column, column) for column in columns]
+    for task, part in table.groupby("task", sort=True):
+        parts.append(wide(part, "perf", f"perf_{task}"))
+    return pd.concat(parts, axis=1).reset_index()
 
 
 #: Overrides that shrink ``routing-quick`` and ``routing-explore`` to a seconds-long run (tests,
@@ -412,11 +469,24 @@ def weight_decision(option: str, chosen: float) -> str:
 
 
 def describe_difference(row: pd.Series, digits: int = 3) -> str:
-    """One row of :func:`paired_differences` as text: ``0.160 -> 0.050 (-0.110, 95% CI [...])``."""
+    """One row of :func:`paired_differences` as text.
+
+    ``0.160 → 0.050 (-0.110, 95% CI [-0.13, -0.09])`` for a metric; for a relative column the
+    change is in per cent of the base: ``0.508 → 0.468 (-1%, 95% CI [-8%, +8%] relative)``.
+    """
     f = f"{{:.{digits}f}}"
+    means = f"{f.format(row['base_mean'])} → {f.format(row['variant_mean'])}"
+    if bool(row.get("is_relative", False)):
+
+        def pct(value: float) -> str:
+            return f"{100 * value:+.0f}%"
+
+        return (
+            f"{means} ({pct(row['difference'])}, 95% CI [{pct(row['ci_low'])}, "
+            f"{pct(row['ci_high'])}] relative)"
+        )
     sign = "+" if row["difference"] >= 0 else ""
     return (
-        f"{f.format(row['base_mean'])} → {f.format(row['variant_mean'])} "
-        f"({sign}{f.format(row['difference'])}, 95% CI [{f.format(row['ci_low'])}, "
+        f"{means} ({sign}{f.format(row['difference'])}, 95% CI [{f.format(row['ci_low'])}, "
         f"{f.format(row['ci_high'])}])"
     )

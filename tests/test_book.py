@@ -490,3 +490,27 @@ def test_executed_metadata_roundtrip(tmp_path: Path) -> None:
     assert book._stored_stamp(path) is None
     path.write_text(json.dumps({"broken": True}))
     assert book._stored_stamp(path) is None
+
+
+def test_landing_page_states_the_shipped_scale_next_to_the_papers() -> None:
+    from mod_arch_core.profiles import load_profile
+    from mod_arch_core.results import SHIPPED_PROFILE
+
+    page = (ROOT / "book" / "intro.md").read_text(encoding="utf-8")
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:4]]
+        for line in page.splitlines()
+        if line.startswith("| ") and line.count("|") == 4
+    }
+    shipped, paper = load_profile(SHIPPED_PROFILE), load_profile("paper")
+    assert rows["trained runs"] == [f"{shipped.num_runs():,}", f"{paper.num_runs():,}"]
+    assert rows["optimizer steps, all runs"] == [
+        f"{shipped.total_steps():,}",
+        f"{paper.total_steps():,}",
+    ]
+    configs = next(v for k, v in rows.items() if k.startswith("configurations"))
+    assert configs == [f"{len(shipped.configurations()):,}", f"{len(paper.configurations()):,}"]
+    steps = rows["steps per run (MLP / MHA / RNN)"]
+    for cell, profile in zip(steps, (shipped, paper), strict=True):
+        its = profile.iterations
+        assert cell == f"{its['mlp']:,} / {its['mha']:,} / {its['rnn']:,}"

@@ -86,7 +86,13 @@ def test_paired_differences_pair_the_same_runs() -> None:
     # the per-run noise is shared by both models, so the paired difference has no spread
     assert by.loc["alignment", "difference"] == pytest.approx(0.0, abs=1e-12)
     assert not by.loc["alignment", "excludes_zero"]
-    assert by.loc["perf", "relative"] == pytest.approx(0.1, rel=0.01)
+    assert by.loc["perf", "is_relative"] and not by.loc["alignment", "is_relative"]
+    assert by.loc["perf", "difference"] == pytest.approx(0.1, rel=0.01)  # 10% worse, per pair
+    assert routing_study.describe_difference(by.loc["perf"]).endswith("relative)")
+    assert routing_study.verdict(diffs, "modular-balanced") == (
+        "collapse lower (-0.250), specialisation unchanged (Alignment +0.000, inverse MI +0.000), "
+        "ID error/loss higher (+10%): balanced, not specialised"
+    )
     assert by.loc["collapse_avg", "pairs"] == 16
     text = routing_study.describe_difference(by.loc["collapse_avg"])
     assert text == "0.301 → 0.052 (-0.250, 95% CI [-0.250, -0.250])"
@@ -106,6 +112,9 @@ def test_metrics_by_source_and_headline_table() -> None:
     assert len(long) == 2 * 16 * 5 + 16 * 5
     head = routing_study.headline_table(runs, 16).set_index("model")
     assert head.loc["modular-topk", "collapse_avg"] == pytest.approx(0.5015)
+    assert head.loc["modular-topk", "perf_regression"] == pytest.approx(1.2015)
+    assert {"perf_classification", "perf_classification_low"} <= set(head.columns)
+    assert "perf" not in head.columns  # losses and errors are never pooled
     assert head.loc["modular", "collapse_avg_low"] <= head.loc["modular", "collapse_avg"]
     with pytest.raises(ValueError, match="no runs with R = 8"):
         routing_study.headline_table(runs, 8)

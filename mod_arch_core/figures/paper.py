@@ -643,7 +643,7 @@ def activation_matrices_figure(
     ncols = min(len(names), 3)
     nrows = int(np.ceil(len(names) / ncols))
     with figure_style():
-        fig, axes = _grid(nrows, ncols, figsize=(3.6 * ncols, 3.9 * nrows + 0.5))
+        fig, axes = _grid(nrows, ncols, figsize=(3.6 * ncols, 4.2 * nrows + 0.5))
         flat = axes.ravel()
         for ax in flat[len(names) :]:
             ax.set_visible(False)

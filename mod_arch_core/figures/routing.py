@@ -144,7 +144,8 @@ def paired_differences_figure(
 
     ``differences`` stacks outputs of :func:`mod_arch_core.routing_study.paired_differences` (one
     per variant). One panel per column; one point with an error bar per variant; a line at 0.
-    ``perf`` is shown relative to the base (difference / base mean), the metrics as differences.
+    Performance columns are relative differences (``is_relative``; 0.1 = 10% worse), the metrics
+    plain differences.
     """
     if differences.empty:
         raise ValueError("differences must hold at least one row")
@@ -155,9 +156,8 @@ def paired_differences_figure(
         for j, column in enumerate(columns):
             ax = axes[0, j]
             part = differences[differences["column"] == column].set_index("variant")
-            scale = 1.0 / part["base_mean"].abs() if column == "perf" else 1.0
-            mid = part["difference"] * scale
-            low, high = part["ci_low"] * scale, part["ci_high"] * scale
+            mid, low, high = part["difference"], part["ci_low"], part["ci_high"]
+            is_relative = bool(part["is_relative"].any())
             ys = np.arange(len(variants))[::-1]
             for y, variant in zip(ys, variants, strict=True):
                 if variant not in part.index:
@@ -170,7 +170,7 @@ def paired_differences_figure(
             ax.set_yticks(ys)
             ax.set_yticklabels([_label(v) for v in variants] if j == 0 else [])
             title = COLUMN_TITLES.get(column, column)
-            ax.set_title(f"{title}\n(relative)" if column == "perf" else title, fontsize=10)
+            ax.set_title(f"{title}\n(relative)" if is_relative else title, fontsize=10)
         base = _label(str(differences["base"].iloc[0]))
         fig.suptitle(f"Each variant minus {base} on the same runs (95% bootstrap CI over pairs)")
         return _finish(fig, figures_dir, name)
