@@ -107,6 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-rules", required=True, type=int, help="R, number of rules = number of modules (>= 2)"
     )
     t.add_argument(
+        "--option",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="routing option of the model (YAML value), e.g. top_k=2, balance_weight=0.1, "
+        "entropy_weight=0.01, tau_start=2.0 (repeatable; see models.registry.MODELS)",
+    )
+    t.add_argument(
         "--encoder-dim",
         type=_positive_int,
         default=32,
@@ -249,9 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_train(args: argparse.Namespace) -> int:
     from mod_arch_core.evaluation import named_budget
     from mod_arch_core.experiment import run_experiment, save_experiment
+    from mod_arch_core.profiles import parse_override
     from mod_arch_core.training import TrainConfig
 
+    options = dict(parse_override(text) for text in args.options)
     config = TrainConfig(
+        model_options=options,
         setting=args.setting,
         task=args.task,
         model=args.model,

@@ -406,3 +406,25 @@ def test_rows_record_the_routing_options_in_effect() -> None:
     assert set(named.runs.model_options) == {'{"top_k": 2}'}
     old = plain.runs.drop(columns=["model_options"])  # a table from before the column existed
     assert set(results.conform(old, results.RUN_COLUMNS).model_options) == {"{}"}
+
+
+def test_train_cli_takes_routing_variants_and_options(tmp_path, capsys) -> None:
+    from mod_arch_core.__main__ import main
+
+    base = ["train", "--setting", "mlp", "--task", "regression", "--num-rules", "2",
+            "--encoder-dim", "8", "--dim", "16", "--iterations", "4", "--batch-size", "8",
+            "--eval-every", "2", "--eval-batches", "1", "--budget", "smoke", "--no-checkpoints",
+            "--no-progress"]  # fmt: skip
+    out = tmp_path / "topk"
+    assert main([*base, "--model", "modular-topk", "--option", "top_k=2", "--out", str(out)]) == 0
+    runs = results.load(out).runs
+    assert set(runs.model) == {"modular-topk"} and set(runs.model_options) == {'{"top_k": 2}'}
+    assert runs["collapse_avg_selected"].notna().all()
+    with pytest.raises(SystemExit):
+        main(
+            [*base, "--model", "modular-top2", "--option", "top_k=3", "--out", str(tmp_path / "x")]
+        )
+    assert "fixes top_k=2, got top_k=3" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*base, "--model", "monolithic", "--option", "top_k=1", "--out", str(tmp_path / "y")])
+    assert "unknown option(s) ['top_k'] for model 'monolithic'" in capsys.readouterr().err
