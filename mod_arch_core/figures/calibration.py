@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -24,6 +26,19 @@ from mod_arch_core.validation import SETTINGS, TASKS
 __all__ = ["calibration_curves"]
 
 
+def _scale(ax: Any, values: np.ndarray, task: str) -> None:
+    """Symmetric-log y when the values span more than a decade, else linear.
+
+    Linear below 1% for errors (a zero error stays on the plot), below the smallest losses for
+    regression.
+    """
+    finite = values[np.isfinite(values) & (values > 0)]
+    if finite.size and finite.max() / max(finite.min(), 1e-12) > 10:
+        linthresh = 1.0 if task == "classification" else float(np.quantile(finite, 0.05))
+        ax.set_yscale("symlog", linthresh=linthresh)
+        ax.set_ylim(bottom=0.0)
+
+
 def calibration_curves(
     curves: pd.DataFrame,
     budgets: Mapping[str, int],
@@ -34,8 +49,10 @@ def calibration_curves(
     """ID performance during the long calibration runs, one panel per setting and task.
 
     One line per model (mean over its runs of the ``perf`` column of the curves table); a dashed
-    vertical line marks the setting's budget B. Log-scaled y: the interesting part is how much
-    the curve still falls after B (see :func:`mod_arch_core.calibration.budget_comparison`).
+    vertical line marks the setting's budget B. A panel whose values span more than a decade has a
+    logarithmic y axis (linear below 1, so that a zero error stays on the plot): the interesting
+    part is how much the curve still falls after B
+    (:func:`mod_arch_core.calibration.budget_comparison`).
     """
     if not isinstance(curves, pd.DataFrame) or curves.empty:
         raise ValueError("curves must be a non-empty curves table")
@@ -53,15 +70,15 @@ def calibration_curves(
                 for model in _ordered(means["model"], PERF_MODELS):
                     line = means[means["model"] == model].sort_values("iteration")
                     ax.plot(
-                        line["iteration"], line["perf"].clip(lower=1e-3), lw=1.4,
-                        color=_color(model), label=_label(model),
+                        line["iteration"], line["perf"], lw=1.4, color=_color(model),
+                        label=_label(model),
                     )  # fmt: skip
                 if setting in budgets:
                     ax.axvline(budgets[setting], color="#222222", ls="--", lw=1.0, label="budget B")
-                ax.set_yscale("log")
+                _scale(ax, means["perf"].to_numpy(dtype=float), task)
                 ax.set_title(f"{setting.upper()} · {task}", fontsize=10)
                 ax.set_xlabel("Iteration" if i == len(settings) - 1 else "")
-                ax.set_ylabel(PERF_LABELS[task] if j == 0 else "")
+                ax.set_ylabel(PERF_LABELS[task])
         _legend(fig, axes.ravel())
         fig.suptitle("Calibration runs: ID performance beyond the budget B (mean over runs)")
         return _finish(fig, figures_dir, name)
