@@ -24,22 +24,10 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from mod_arch_core.results import RUN_KEYS
 from mod_arch_core.validation import check_int
 
 __all__ = ["budget_comparison", "describe", "ranking_changes", "window_means"]
-
-#: A run is identified by these columns of the curves table.
-RUN_KEYS: tuple[str, ...] = (
-    "setting",
-    "task",
-    "model",
-    "num_rules",
-    "encoder_dim",
-    "dim",
-    "search_version",
-    "data_seed",
-    "seed",
-)
 
 
 def _check_curves(curves: pd.DataFrame) -> None:

@@ -25,8 +25,9 @@ import numpy as np
 import pandas as pd
 
 from mod_arch_core.analysis import METRICS, bootstrap_ci, select_checkpoint, summarise
-from mod_arch_core.results import Results, ResultsError
-from mod_arch_core.validation import check_int
+from mod_arch_core.models.registry import MODEL_NAMES
+from mod_arch_core.results import RUN_KEYS, Results, ResultsError
+from mod_arch_core.validation import PAPER_MODELS, check_int
 
 __all__ = [
     "EXPLORE_WEIGHTS",
@@ -135,29 +136,10 @@ TAXONOMY: dict[str, dict[str, str]] = {
         "introduced by": "Jang et al. 2017; Fedus et al. 2022",
     },
 }
-#: The routing variants beyond the paper, in the book's order.
-ROUTING_MODELS: tuple[str, ...] = (
-    "modular-topk",
-    "modular-top2",
-    "modular-gumbel",
-    "modular-op-topk",
-    "modular-balanced",
-    "modular-entropy",
-    "modular-topk-balanced",
-    "modular-gumbel-balanced",
-)
+#: The routing variants beyond the paper, in the registry's order.
+ROUTING_MODELS: tuple[str, ...] = tuple(m for m in MODEL_NAMES if m not in PAPER_MODELS)
 #: Keys of one run: the rows of two models with equal keys saw the same task and data stream.
-PAIR_KEYS: tuple[str, ...] = (
-    "setting",
-    "task",
-    "num_rules",
-    "encoder_dim",
-    "dim",
-    "search_version",
-    "data_seed",
-    "seed",
-    "checkpoint",
-)
+PAIR_KEYS: tuple[str, ...] = (*(k for k in RUN_KEYS if k != "model"), "checkpoint")
 
 
 def taxonomy_table(models: Sequence[str] | None = None) -> pd.DataFrame:

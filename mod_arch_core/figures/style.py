@@ -26,6 +26,9 @@ import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from mod_arch_core.models.registry import MODEL_NAMES
+from mod_arch_core.validation import PAPER_MODELS
+
 __all__ = [
     "MODEL_COLORS",
     "MODEL_LABELS",
@@ -47,15 +50,8 @@ MODEL_ORDER: tuple[str, ...] = (
     "modular",
     "monolithic",
     "random",
-    # the routing variants beyond the paper (models.registry.MODELS)
-    "modular-topk",
-    "modular-top2",
-    "modular-gumbel",
-    "modular-op-topk",
-    "modular-balanced",
-    "modular-entropy",
-    "modular-topk-balanced",
-    "modular-gumbel-balanced",
+    # then the routing variants beyond the paper, in the registry's order
+    *(m for m in MODEL_NAMES if m not in PAPER_MODELS),
 )
 #: Display names of the models.
 MODEL_LABELS: dict[str, str] = {
