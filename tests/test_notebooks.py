@@ -20,6 +20,7 @@ from papermill.exceptions import PapermillExecutionError
 
 from mod_arch_core import book, results
 from mod_arch_core.figures import paper
+from mod_arch_core.models.registry import MODEL_NAMES
 from mod_arch_core.profiles import load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +57,19 @@ FIGURES = {
     ],
     "10_calibration": ["calibration_curves"],
 }
+
+
+def _execute(name: str, out: Path, parameters: dict) -> list[book.ExecutionReport]:
+    """Execute one chapter at the ``smoke`` profile into ``out`` (never from the cache)."""
+    return book.execute_notebooks(
+        [name],
+        parameters=parameters,
+        out_dir=out,
+        profile="smoke",
+        force=True,
+        timeout=TIMEOUT,
+        verbose=False,
+    )
 
 
 def _check_executed(name: str, output: Path, figures: Path) -> None:
@@ -158,15 +172,7 @@ def test_notebook_runs_at_smoke_profile(
 ) -> None:
     out = tmp_path_factory.mktemp(f"smoke-{name}")
     figures = out / "figures"
-    (report,) = book.execute_notebooks(
-        [name],
-        parameters={"figures_dir": str(figures)},
-        out_dir=out,
-        profile="smoke",
-        force=True,
-        timeout=TIMEOUT,
-        verbose=False,
-    )
+    (report,) = _execute(name, out, {"figures_dir": str(figures)})
     assert report.status == "executed"
     _check_executed(name, report.output, figures)
 
@@ -190,15 +196,7 @@ def test_every_definition_chapter_has_a_bad_parameter_check() -> None:
 def test_bad_parameter_stops_the_notebook_clearly(name: str, tmp_path: Path) -> None:
     key, value, message = BAD_PARAMETER[name]
     with pytest.raises(book.NotebookExecutionError) as info:
-        book.execute_notebooks(
-            [name],
-            parameters={key: value, "figures_dir": str(tmp_path / "figures")},
-            out_dir=tmp_path,
-            profile="smoke",
-            force=True,
-            timeout=TIMEOUT,
-            verbose=False,
-        )
+        _execute(name, tmp_path, {key: value, "figures_dir": str(tmp_path / "figures")})
     cause = info.value.__cause__
     assert isinstance(cause, PapermillExecutionError)
     assert cause.ename == "ValueError"
@@ -214,32 +212,18 @@ def test_bad_parameter_stops_the_notebook_clearly(name: str, tmp_path: Path) -> 
 def test_unknown_profile_is_refused_inside_the_notebook(tmp_path: Path) -> None:
     name = "04_training"
     with pytest.raises(book.NotebookExecutionError) as info:
-        book.execute_notebooks(
-            [name],
-            parameters={"profile": "huge"},
-            out_dir=tmp_path,
-            profile="smoke",
-            force=True,
-            timeout=TIMEOUT,
-            verbose=False,
-        )
+        _execute(name, tmp_path, {"profile": "huge"})
     assert info.value.__cause__.evalue == "profile must be one of smoke, book; got 'huge'"
 
 
 @pytest.mark.slow
 def test_training_chapter_refuses_an_unknown_model(tmp_path: Path) -> None:
     with pytest.raises(book.NotebookExecutionError) as info:
-        book.execute_notebooks(
-            ["04_training"],
-            parameters={"model": "transformer", "figures_dir": str(tmp_path / "figures")},
-            out_dir=tmp_path,
-            profile="smoke",
-            force=True,
-            timeout=TIMEOUT,
-            verbose=False,
+        _execute(
+            "04_training",
+            tmp_path,
+            {"model": "transformer", "figures_dir": str(tmp_path / "figures")},
         )
-    from mod_arch_core.models.registry import MODEL_NAMES
-
     assert info.value.__cause__.evalue == (
         f"unknown model 'transformer'; allowed: {', '.join(MODEL_NAMES)}"
     )
@@ -268,18 +252,14 @@ def test_results_chapter_runs_on_the_smoke_sweep(
     figures = out / "figures"
     # the first chapter goes through the sweep path (everything is already done: it resumes)
     profile = "smoke" if name == RESULTS_NAMES[0] else None
-    (report,) = book.execute_notebooks(
-        [name],
-        parameters={
+    (report,) = _execute(
+        name,
+        out,
+        {
             "profile": profile,
             "results_path": str(smoke_results),
             "figures_dir": str(figures),
         },
-        out_dir=out,
-        profile="smoke",
-        force=True,
-        timeout=TIMEOUT,
-        verbose=False,
     )
     assert report.status == "executed"
     _check_executed(name, report.output, figures)
@@ -290,15 +270,7 @@ def test_results_chapter_runs_on_the_smoke_sweep(
 def test_results_chapter_without_results_says_how_to_make_them(name: str, tmp_path: Path) -> None:
     missing = tmp_path / "results" / "quick"
     with pytest.raises(book.NotebookExecutionError) as info:
-        book.execute_notebooks(
-            [name],
-            parameters={"profile": None, "results_path": str(missing)},
-            out_dir=tmp_path,
-            profile="smoke",
-            force=True,
-            timeout=TIMEOUT,
-            verbose=False,
-        )
+        _execute(name, tmp_path, {"profile": None, "results_path": str(missing)})
     cause = info.value.__cause__
     assert cause.ename == "FileNotFoundError"
     assert cause.evalue.startswith(f"no results at {missing}")
@@ -314,14 +286,6 @@ def test_results_chapter_refuses_an_unknown_profile_and_checkpoint(tmp_path: Pat
         ({"profile": None, "checkpoint": "middle"}, "checkpoint must be one of last, best"),
     ):
         with pytest.raises(book.NotebookExecutionError) as info:
-            book.execute_notebooks(
-                [name],
-                parameters={"results_path": str(tmp_path / "r"), **parameters},
-                out_dir=tmp_path,
-                profile="smoke",
-                force=True,
-                timeout=TIMEOUT,
-                verbose=False,
-            )
+            _execute(name, tmp_path, {"results_path": str(tmp_path / "r"), **parameters})
         assert info.value.__cause__.ename == "ValueError"
         assert info.value.__cause__.evalue.startswith(message)
