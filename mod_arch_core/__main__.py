@@ -224,6 +224,15 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("slurm", "local", "debug"),
         help="submitit cluster (default: auto-detect)",
     )
+    s.add_argument(
+        "--slurm",
+        dest="submitit_parameters",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="submitit parameter of each array task (YAML value), e.g. slurm_partition=gpu, "
+        "timeout_min=120, mem_gb=8, gpus_per_node=1, cpus_per_task=4 (repeatable)",
+    )
     s.add_argument("--device", default="auto", help="auto, cpu or cuda")
     s.add_argument(
         "--checkpoints",
@@ -291,7 +300,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from mod_arch_core.profiles import load_profile
+    from mod_arch_core.profiles import load_profile, parse_override
     from mod_arch_core.sweep import collect, is_done, parse_shard, plan, run_sweep
 
     profile = load_profile(args.profile, args.overrides)
@@ -311,6 +320,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         device=args.device,
         checkpoints=args.checkpoints,
         submitit_cluster=args.cluster,
+        submitit_parameters=dict(parse_override(text) for text in args.submitit_parameters),
     )
     print(summary)
     if summary.failures:
