@@ -320,8 +320,10 @@ def run_sweep(
     if is_submitit:
         chunks = max(1, min(max_array, len(pending)))
         groups = [pending[i::chunks] for i in range(chunks)] if pending else []
-        with pool.batch():
-            futures = [pool.submit(run_jobs, group, None, checkpoints) for group in groups]
+        futures = []
+        if groups:  # an empty batch makes submitit warn
+            with pool.batch():
+                futures = [pool.submit(run_jobs, group, None, checkpoints) for group in groups]
         from mod_arch_core.slurm import watch_without_accounting
 
         watch_without_accounting(futures)  # squeue, not sacct, where there is no accounting
