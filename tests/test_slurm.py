@@ -11,6 +11,7 @@ half-written folder left.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import subprocess
@@ -24,9 +25,17 @@ import pandas as pd
 import pytest
 from slurm_cluster import SlurmCluster, unavailable_reason
 
-from mod_arch_core import results
+from mod_arch_core import results, slurm
 from mod_arch_core.profiles import Profile, load_profile
-from mod_arch_core.sweep import CONFIGS_DIR, SweepSummary, collect, plan, run_sweep
+from mod_arch_core.sweep import (
+    CONFIGS_DIR,
+    SweepSummary,
+    collect,
+    plan,
+    run_jobs,
+    run_sweep,
+    task_rows,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 #: 8 configurations of the smoke profile; shard 0/2 (4 of them) is what every sweep here runs.
@@ -40,12 +49,13 @@ PARAMETERS = {"cpus_per_task": 1, "timeout_min": 30}
 VOLATILE = ["wall_seconds"]
 REASON = unavailable_reason()
 
-pytestmark = [
-    pytest.mark.slurm,
-    pytest.mark.slow,
-    pytest.mark.skipif(REASON is not None and not os.environ.get("CI"), reason=str(REASON)),
-    pytest.mark.timeout(240),
-]
+
+def on_cluster(test: Callable) -> Callable:
+    """Mark a test that needs the cluster: ``slurm`` and ``slow``; skipped without the packages."""
+    skip = pytest.mark.skipif(REASON is not None and not os.environ.get("CI"), reason=str(REASON))
+    for mark in (pytest.mark.slurm, pytest.mark.slow, skip, pytest.mark.timeout(240)):
+        test = mark(test)
+    return test
 
 
 @pytest.fixture(scope="module")
@@ -211,6 +221,7 @@ def running_task(cluster: SlurmCluster, index: int, after: int) -> str:
 # Tests -----------------------------------------------------------------------------------------
 
 
+@on_cluster
 def test_array_sweep_matches_the_process_executor(
     cluster: SlurmCluster, profile: Profile, baseline: pd.DataFrame, tmp_path: Path
 ) -> None:
@@ -232,6 +243,7 @@ def test_array_sweep_matches_the_process_executor(
     assert sorted(m["slurm"]["array_task_id"] for m in metas) == ["0", "1", "2", "3"]
 
 
+@on_cluster
 def test_cancelled_array_task_is_reported_and_resumed(
     cluster: SlurmCluster, profile: Profile, baseline: pd.DataFrame, tmp_path: Path
 ) -> None:
@@ -256,6 +268,7 @@ def test_cancelled_array_task_is_reported_and_resumed(
     check_complete(out, profile, baseline)
 
 
+@on_cluster
 def test_requeued_array_task_runs_twice_and_redoes_nothing(
     cluster: SlurmCluster, profile: Profile, baseline: pd.DataFrame, tmp_path: Path
 ) -> None:
@@ -293,6 +306,7 @@ def test_requeued_array_task_runs_twice_and_redoes_nothing(
     check_complete(out, profile, baseline)
 
 
+@on_cluster
 def test_killed_slurmd_then_resume(
     cluster: SlurmCluster, profile: Profile, baseline: pd.DataFrame, tmp_path: Path
 ) -> None:
@@ -315,3 +329,73 @@ def test_killed_slurmd_then_resume(
     lost_in_first = set(first.table.loc[first.table.status == "failed", "configuration"])
     assert set(resumed.table.loc[resumed.table.status == "done", "configuration"]) == lost_in_first
     check_complete(out, profile, baseline)
+
+
+# Without a cluster: the pieces, on fakes --------------------------------------------------------
+
+
+def test_queue_watcher_reads_states_from_squeue(monkeypatch: pytest.MonkeyPatch) -> None:
+    listing = "7_0|RUNNING|vm\n7_1|CANCELLED|vm\n7_[3-4]|PENDING|\n"
+    calls = []
+
+    def fake_run(command, **kwargs):
+        calls.append(command)
+        return subprocess.CompletedProcess(command, 0, stdout=listing, stderr="")
+
+    monkeypatch.setattr(slurm.subprocess, "run", fake_run)
+    watcher = slurm.QueueWatcher(delay_s=60)
+    for task in ("7_0", "7_1", "7_2", "7_3", "7_4"):
+        watcher.register_job(task)
+    watcher.update()
+    assert calls[0][0] == "squeue" and "--jobs=7" in calls[0]
+    states = {t: watcher.get_state(t, mode="cache") for t in ("7_0", "7_1", "7_2", "7_3", "7_4")}
+    assert states == {"7_0": "RUNNING", "7_1": "CANCELLED", "7_2": slurm.GONE,
+                      "7_3": "PENDING", "7_4": "PENDING"}  # fmt: skip
+    # a task squeue no longer lists has ended: submitit then reads its result or reports it
+    assert [watcher.is_done(t, mode="cache") for t in states] == [False, True, True, False, False]
+
+
+def test_accounting_is_read_from_the_cluster_configuration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def config(value: str):
+        text = f"AccountingStorageHost   = localhost\nAccountingStorageType   = {value}\n"
+        return lambda command, **kwargs: subprocess.CompletedProcess(command, 0, text, "")
+
+    monkeypatch.setattr(slurm.subprocess, "run", config("accounting_storage/none"))
+    assert not slurm.accounting_enabled()
+    monkeypatch.setattr(slurm.subprocess, "run", config("accounting_storage/slurmdbd"))
+    assert slurm.accounting_enabled()
+    # futures of other executors are left alone (no scontrol call at all)
+    assert not slurm.watch_without_accounting([concurrent.futures.Future()])
+
+
+def test_array_task_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "SLURM_CPUS_PER_TASK",
+        "SLURM_JOB_ID",
+        "SLURM_ARRAY_TASK_ID",
+        "SLURM_RESTART_COUNT",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    assert slurm.cpus_per_task() is None and slurm.task_attempt() == {}
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "4")
+    monkeypatch.setenv("SLURM_JOB_ID", "12")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    assert slurm.cpus_per_task() == 4
+    assert slurm.task_attempt() == {"job_id": "12", "array_task_id": "3", "restart_count": "0"}
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert slurm.task_attempt()["restart_count"] == "1"
+
+
+def test_a_task_run_twice_skips_what_it_finished(tmp_path: Path) -> None:
+    """What a requeued array task does (``run_jobs``), and what the sweep reports for a lost one."""
+    profile = load_profile("smoke", ["settings=[mlp]", "models=[modular]", "num_rules=[2]"])
+    first, second = plan(profile, tmp_path)
+    assert run_jobs([first])[0]["status"] == "done"
+    assert [row["status"] for row in run_jobs([first])] == ["skipped"]  # not recomputed
+    lost: concurrent.futures.Future = concurrent.futures.Future()
+    lost.set_exception(RuntimeError("Job 7_0 has not produced any output (state: CANCELLED)"))
+    rows = task_rows(lost, [first, second])
+    assert [row["status"] for row in rows] == ["done", "failed"]
+    assert "CANCELLED" in rows[1]["error"]
