@@ -27,7 +27,11 @@ future needs ``result()``): pass it as ``executor=`` to :func:`run_sweep`. Built
   ``cores // workers`` torch threads each so they do not oversubscribe the CPU;
 * ``submitit``: Slurm job arrays through ``submitit.AutoExecutor`` (one array task per chunk of
   configurations, at most ``max_array`` tasks); ``submitit_cluster="local"`` or ``"debug"`` runs the
-  same path without a cluster. A Dask ``distributed.Client`` plugs in the same way as any executor.
+  same path without a cluster. An array task skips configurations already complete, so one that
+  Slurm runs twice (requeue, preemption) redoes nothing; a task that ends without a result
+  (``scancel``, a lost node) lists its configurations as failed; on clusters without accounting
+  the job states come from ``squeue`` (:mod:`mod_arch_core.slurm`). A Dask
+  ``distributed.Client`` plugs in the same way as any executor.
 """
 
 from __future__ import annotations

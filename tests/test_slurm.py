@@ -1,12 +1,13 @@
 """The cluster path on a real one-node Slurm: job arrays, a cancelled task, a requeue, a lost slurmd.
 
 The cluster (``tests/slurm_cluster.py``) is started once for the module from Debian's ``slurm-wlm``
-and ``munge``, which ``.ci/run`` installs; without them the module is skipped, saying how to install
-them (in CI, where they must be there, it fails instead). Every sweep runs the same shard of the
-smoke profile, and every sweep's collected rows are compared with that shard run by the process
-executor: bitwise on one machine, statistically where the hardware differs. Each fault case
-ends with a resumed sweep and :func:`check_complete`: no configuration lost, none duplicated, no
-half-written folder left.
+and ``munge``, which ``.ci/run`` installs; without them the cluster tests (marked ``slurm`` and
+``slow``) are skipped, saying how to install them (in CI, where they must be there, they fail
+instead). Every sweep runs the same shard of the smoke profile, and every sweep's collected rows
+are compared with that shard run by the process executor: bitwise on one machine, statistically
+where the hardware differs. Each fault case ends with a resumed sweep and :func:`check_complete`:
+no configuration lost, none duplicated, no half-written folder left. The last tests check the
+pieces (the ``squeue`` watcher, the task environment, requeue skipping) without a cluster.
 """
 
 from __future__ import annotations
