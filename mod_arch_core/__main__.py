@@ -61,27 +61,23 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     return tuple(seeds)
 
 
-def _int_at_least(minimum: int, maximum: int = MAX_SIZE):
-    """argparse type: an integer in ``[minimum, maximum]``, with a message naming the bad value."""
+def _int_at_least(minimum: int, name: str, maximum: int = MAX_SIZE):
+    """argparse type: an integer in ``[minimum, maximum]``; messages name ``name`` and the bounds."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"expected an integer >= {minimum}, got {text!r}"
+                f"{name} must be an integer >= {minimum}, got {text!r}"
             ) from None
         if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+            raise argparse.ArgumentTypeError(f"{name} must be >= {minimum}, got {value}")
         if value > maximum:
-            raise argparse.ArgumentTypeError(f"expected an integer <= {maximum}, got {value}")
+            raise argparse.ArgumentTypeError(f"{name} must be <= {maximum}, got {value}")
         return value
 
     return parse
-
-
-_positive_int = _int_at_least(1)
-_non_negative_int = _int_at_least(0)
 
 
 def _name(allowed: Sequence[str]):
@@ -94,14 +90,14 @@ def _name(allowed: Sequence[str]):
     return parse
 
 
-def _positive_float(text: str) -> float:
-    """argparse type: a finite number > 0 (``nan``, ``inf``, ``0`` and ``-1`` are refused)."""
+def _lr(text: str) -> float:
+    """argparse type for ``--lr``: a finite number > 0 (``nan``, ``inf``, ``0``, ``-1`` refused)."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"lr must be a finite number > 0, got {text!r}") from None
     if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"lr must be a finite number > 0, got {text!r}")
     return value
 
 
@@ -180,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--num-rules",
         required=True,
-        type=_int_at_least(2),
+        type=_int_at_least(2, "num_rules"),
         help="R, number of rules = number of modules (>= 2)",
     )
     t.add_argument(
@@ -195,19 +191,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--encoder-dim",
-        type=_positive_int,
+        type=_int_at_least(1, "encoder_dim"),
         default=32,
         help="E: MLP encoder / MHA token width / RNN encoder width",
     )
     t.add_argument(
         "--dim",
-        type=_positive_int,
+        type=_int_at_least(1, "dim"),
         default=128,
         help="D (= 4E on the paper grid): MLP width / MHA attention width / LSTM hidden",
     )
     t.add_argument(
         "--search-version",
-        type=_int_at_least(1),
+        type=_int_at_least(1, "search_version"),
         choices=(1, 2),
         default=1,
         help="MHA only: 1 nearest scalar query, 2 cosine",
@@ -223,22 +219,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--iterations",
-        type=_non_negative_int,
+        type=_int_at_least(0, "iterations"),
         default=None,
         help="optimizer steps (default: the paper's 100k MLP, 500k MHA/RNN)",
     )
     t.add_argument(
-        "--batch-size", type=_positive_int, default=256, help="examples or sequences per step"
+        "--batch-size",
+        type=_int_at_least(1, "batch_size"),
+        default=256,
+        help="examples or sequences per step",
     )
-    t.add_argument("--lr", type=_positive_float, default=1e-4, help="Adam learning rate (> 0)")
+    t.add_argument("--lr", type=_lr, default=1e-4, help="Adam learning rate (> 0)")
     t.add_argument(
         "--eval-every",
-        type=_positive_int,
+        type=_int_at_least(1, "eval_every"),
         default=5000,
         help="steps between evaluations (curve, best checkpoint)",
     )
     t.add_argument(
-        "--eval-batches", type=_positive_int, default=10, help="fresh batches per evaluation"
+        "--eval-batches",
+        type=_int_at_least(1, "eval_batches"),
+        default=10,
+        help="fresh batches per evaluation",
     )
     t.add_argument(
         "--budget",
@@ -289,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--workers",
-        type=_positive_int,
+        type=_int_at_least(1, "workers"),
         default=None,
         help="parallel workers (process: default min(cores, 2); submitit: array parallelism)",
     )
