@@ -10,6 +10,15 @@ A profile is a YAML file in ``mod_arch_core/profiles/`` read into :class:`Profil
 
 Any field can be overridden (``--set num_rules=[2,4]``, ``--set iterations.mlp=2000``, or a papermill
 ``overrides`` dict); :func:`apply_overrides` validates every override by name and type.
+
+What is checked (every message names the field and what is allowed): unknown fields, and unknown
+keys of the mapping fields (``iterations.mpl``, ``model_options={modullar: ...}``, ``budget.foo``);
+list fields (``settings``, ``tasks``, ``models``, ``num_rules``, ``capacities``, ``data_seeds``,
+``seeds``, ``search_versions``) must be lists: ``num_rules=4`` is refused with "num_rules must be
+a list, e.g. num_rules=[2, 4]" rather than read as ``[4]``, so that a value that was meant as a
+list is never silently narrowed; routing options must be valid for their model at every R of
+the grid (checked on the meta device); a YAML syntax error in a profile file names the file, line
+and column.
 """
 
 from __future__ import annotations

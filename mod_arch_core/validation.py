@@ -116,7 +116,7 @@ def check_device_name(device: Any, name: str = "device") -> str:
     Whether CUDA is available is checked where the device is resolved
     (``training.resolve_device``).
     """
-    allowed = "'auto', 'cpu', 'cuda' or 'cuda:N'"
+    allowed = "'auto', 'cpu' or 'cuda[:N]'"
     if not isinstance(device, str):
         raise TypeError(f"{name} must be a string, {allowed}; got {device!r}")
     text = device.strip().lower()

@@ -813,6 +813,44 @@ def damaged_results(damage: Callable[..., Any]) -> Path:
     return target
 
 
+def analysis_cases() -> Iterator[Case]:
+    import pandas as pd
+
+    from mod_arch_core import analysis
+
+    runs = pd.DataFrame({"checkpoint": ["last", "best"], "perf": [1.0, 2.0]})
+    for value in ("foo", None, 3, "LAST"):
+        yield Case(
+            f"analysis.check_checkpoint({value!r})",
+            "checkpoint",
+            lambda v=value: analysis.check_checkpoint(v),
+        )
+    yield Case(
+        "analysis.select_checkpoint(list)", "runs", lambda: analysis.select_checkpoint([1, 2])
+    )
+    yield Case(
+        "analysis.select_checkpoint(no column)",
+        "checkpoint",
+        lambda: analysis.select_checkpoint(runs.drop(columns=["checkpoint"])),
+    )
+    for name, kwargs, field in [
+        ("confidence 1.5", {"confidence": 1.5}, "confidence"),
+        ("confidence nan", {"confidence": math.nan}, "confidence"),
+        ("confidence str", {"confidence": "a"}, "confidence"),
+        ("num_resamples 0", {"num_resamples": 0}, "num_resamples"),
+        ("num_resamples 1.5", {"num_resamples": 1.5}, "num_resamples"),
+        ("seed -1", {"seed": -1}, "seed"),
+    ]:
+        yield Case(
+            f"analysis.bootstrap_ci({name})",
+            field,
+            lambda kw=kwargs: analysis.bootstrap_ci([1.0, 2.0, 3.0], **kw),
+        )
+    yield Case(
+        "analysis.bootstrap_ci(strings)", "values", lambda: analysis.bootstrap_ci(["a", "b"])
+    )
+
+
 def all_cases() -> list[Case]:
     """Every bad input of the table, in a fixed order."""
     return [
@@ -821,4 +859,5 @@ def all_cases() -> list[Case]:
         *profile_function_cases(),
         *metric_cases(),
         *library_cases(),
+        *analysis_cases(),
     ]
