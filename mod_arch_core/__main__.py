@@ -348,6 +348,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="also check that every configuration of this profile is present",
     )
     c.set_defaults(func=_cmd_collect)
+
+    r = commands.add_parser(
+        "reproduce",
+        help="re-train one configuration of a results folder and compare with its rows",
+        description="Re-train one configuration of a results folder (e.g. the shipped "
+        "results/reference) at its profile's settings and compare the fresh rows with the stored "
+        "ones: bitwise when this machine's hardware fingerprint and torch version are the ones "
+        "recorded, otherwise within seed noise (per metric, |Welch t| <= 6). Exit status 1 if "
+        "the rows are not reproduced.",
+    )
+    r.add_argument("folder", help="results folder, e.g. results/reference")
+    r.add_argument("--setting", required=True, type=_name(SETTINGS), help=", ".join(SETTINGS))
+    r.add_argument("--task", required=True, type=_name(TASKS), help=", ".join(TASKS))
+    r.add_argument("--model", required=True, type=_name(PAPER_MODELS), help=", ".join(PAPER_MODELS))
+    r.add_argument("--num-rules", required=True, type=_int_at_least(2), help="R")
+    r.add_argument("--device", default="cpu", help="cpu or cuda")
+    r.set_defaults(func=_cmd_reproduce)
     return parser
 
 
@@ -464,6 +481,21 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         f"collected {len(merged.runs)} run rows and {len(merged.curves)} curve rows into {merged.path}"
     )
     return 0
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from mod_arch_core.reproduce import rerun
+
+    comparison = rerun(
+        args.folder,
+        setting=args.setting,
+        task=args.task,
+        model=args.model,
+        num_rules=args.num_rules,
+        device=args.device,
+    )
+    print(comparison)
+    return 0 if comparison.ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
