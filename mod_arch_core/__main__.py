@@ -17,6 +17,7 @@ from mod_arch_core.model_names import MODEL_NAMES, check_option_names
 from mod_arch_core.validation import (
     MAX_SEEDS,
     MAX_SIZE,
+    PAPER_MODELS,
     SEED_LIMIT,
     SETTINGS,
     TASKS,
@@ -362,8 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--setting", required=True, type=_name(SETTINGS), help=", ".join(SETTINGS))
     r.add_argument("--task", required=True, type=_name(TASKS), help=", ".join(TASKS))
     r.add_argument("--model", required=True, type=_name(PAPER_MODELS), help=", ".join(PAPER_MODELS))
-    r.add_argument("--num-rules", required=True, type=_int_at_least(2), help="R")
-    r.add_argument("--device", default="cpu", help="cpu or cuda")
+    r.add_argument("--num-rules", required=True, type=_int_at_least(2, "num_rules"), help="R")
+    r.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N")
     r.set_defaults(func=_cmd_reproduce)
     return parser
 

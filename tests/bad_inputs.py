@@ -204,6 +204,7 @@ TRAIN_BAD_OPTIONS: list[tuple[str, str, str]] = [
 ]
 
 _BASE_ARGV = [x for kv in TRAIN_BASE.items() for x in kv]
+_REPRODUCE = ["--setting", "mlp", "--task", "regression", "--model", "modular", "--num-rules", "2"]
 UNKNOWN_FLAGS: list[tuple[str, list[str], str]] = [
     ("train-bogus", ["train", *_BASE_ARGV, "--out", "x", "--bogus"], "--bogus"),
     ("train-typo", ["train", *_BASE_ARGV, "--out", "x", "--eval-evry", "3"], "--eval-evry"),
@@ -211,6 +212,10 @@ UNKNOWN_FLAGS: list[tuple[str, list[str], str]] = [
     ("sweep-bogus", ["sweep", "--profile", "smoke", "--out", "x", "--bogus"], "--bogus"),
     ("no-command", ["trian"], "trian"),
     ("collect-bogus", ["collect", "x", "--bogus"], "--bogus"),
+    ("reproduce-num-rules", ["reproduce", "x", *_REPRODUCE, "--num-rules", "1"], "--num-rules"),
+    ("reproduce-model", ["reproduce", "x", *_REPRODUCE, "--model", "modullar"], "--model"),
+    ("reproduce-device", ["reproduce", "x", *_REPRODUCE, "--device", "meta"], "--device"),
+    ("reproduce-missing-folder", ["reproduce", "/nonexistent/r", *_REPRODUCE], "/nonexistent/r"),
 ]
 
 
