@@ -111,3 +111,19 @@ def test_welch_t_without_spread():
     assert reproduce.welch_t([1.0, 1.0], [0.0, 0.0]) == float("inf")
     with pytest.raises(ValueError, match=">= 2 values"):
         reproduce.welch_t([1.0], [1.0, 2.0])
+
+
+@pytest.mark.slow
+def test_reproduce_command_on_a_folder_made_here_is_bitwise(tmp_path, capsys):
+    from mod_arch_core.__main__ import main
+
+    out = tmp_path / "smoke"
+    grid = ["settings=[mlp]", "tasks=[regression]", "models=[modular]", "num_rules=[2]"]
+    sweep_args = ["sweep", "--profile", "smoke", "--out", str(out), "--executor", "serial"]
+    assert main([*sweep_args, *[a for o in grid for a in ("--set", o)]]) == 0
+    capsys.readouterr()
+    args = ["--setting", "mlp", "--task", "regression", "--model", "modular", "--num-rules", "2"]
+    assert main(["reproduce", str(out), *args]) == 0
+    report = capsys.readouterr().out
+    assert report.startswith("reproduced (bitwise comparison")
+    assert "perf_ood" in report
