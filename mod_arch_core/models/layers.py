@@ -260,73 +260,26 @@ def block_diagonal(weight: Tensor) -> Tensor:
     return (weight.unsqueeze(-1) * eye[:, None, :]).reshape(n, r * din, r)
 
 
-def group_linear_scores(
-    x: Tensor, weight: Tensor, bias: Tensor | None = None, *, relu: bool = False
-) -> Tensor:
-    """Module r's one-channel map of ``x[..., r, :]``, all modules at once (spec §3.2-3.4).
+def group_linear_scores(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """Module r's one-channel map of ``x[..., r, :]``, all modules at once (spec §3.2, §3.3).
 
     Parameters
     ----------
     x : Tensor, shape (N, ..., R, din)
     weight : Tensor, shape (N, R, din)
     bias : Tensor of shape (N, R), optional
-    relu : bool
-        Map ``relu(x)`` instead of ``x`` (the RNN modules' self-scorer, spec §3.4).
 
     Returns
     -------
     Tensor, shape (N, ..., R): ``x[..., r, :] @ weight[:, r] + bias[:, r]``.
-
-    One autograd node (:class:`_GroupScores`): a product with only one output column per module
-    is a row-wise dot product, and as a matrix product (``x.view(N, M, R * din)`` times
-    :func:`block_diagonal`) its backward pass was a K = R product writing the whole input-sized
-    gradient, among the slowest products of the RNN step.
     """
     n, r, din = weight.shape
-    if x.shape[0] != n or x.shape[-2:] != (r, din):
-        raise ValueError(
-            f"group_linear_scores expects x of shape (num_runs={n}, ..., {r}, {din}), "
-            f"got {tuple(x.shape)}"
-        )
-    out = _GroupScores.apply(x, weight, relu)
-    if bias is not None:
-        out = out + bias.view(n, *([1] * (x.ndim - 3)), r)
-    return out
-
-
-class _GroupScores(torch.autograd.Function):
-    """``sum_j act(x)[..., r, j] * weight[:, r, j]`` as one node; see :func:`group_linear_scores`.
-
-    Saves ``act(x)`` (the input itself without ``relu``). Backward: ``d x = g * weight`` (times
-    ``1[x > 0]`` with ``relu``), ``d weight = sum over rows of g * act(x)``, the latter as one
-    product ``g^T @ act(x)`` per run whose diagonal blocks are kept.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, relu: bool) -> Tensor:  # type: ignore[override]
-        act = torch.relu(x) if relu else x
-        ctx.relu = relu
-        ctx.save_for_backward(act, weight)
-        return (act * _broadcast_modules(weight, x)).sum(-1)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # type: ignore[override]
-        act, weight = ctx.saved_tensors
-        grad_x = grad_w = None
-        if ctx.needs_input_grad[0]:
-            grad_x = grad.unsqueeze(-1) * _broadcast_modules(weight, act)
-            if ctx.relu:
-                grad_x = torch.ops.aten.threshold_backward(grad_x, act, 0)
-        if ctx.needs_input_grad[1]:
-            n, r, din = weight.shape
-            rows = torch.bmm(grad.reshape(n, -1, r).transpose(1, 2), act.reshape(n, -1, r * din))
-            grad_w = rows.view(n, r, r, din).diagonal(dim1=1, dim2=2).transpose(1, 2)
-        return grad_x, grad_w, None
-
-
-def _broadcast_modules(weight: Tensor, x: Tensor) -> Tensor:
-    """(N, R, din) -> (N, 1, ..., 1, R, din), broadcastable against x (N, ..., R, din)."""
-    return weight.view(weight.shape[0], *([1] * (x.ndim - 3)), *weight.shape[1:])
+    flat = x.reshape(n, -1, r * din)
+    if bias is None:
+        out = torch.bmm(flat, block_diagonal(weight))
+    else:
+        out = torch.baddbmm(bias.unsqueeze(1), flat, block_diagonal(weight))
+    return out.view(x.shape[:-1])
 
 
 class GroupLinear(StackedModule):
@@ -654,17 +607,16 @@ class GroupLSTMCell(nn.Module):
         return projected, input_logits
 
     def score_maps(self) -> tuple[Tensor, Tensor]:
-        """The self-scorer's two halves, each (N, R, 4h): the ``i2h`` and the ``h2h`` one.
+        """The self-scorer as two block-diagonal maps, each (N, R * 4h, R).
 
-        ``group_linear_scores(i2h(x), maps[0], relu=True) + group_linear_scores(h2h(h), maps[1],
-        relu=True)`` gives every module's score logit (the same sums as
-        ``scorer(relu([i2h_m(x), h2h_m(h)]))``) without gathering the modules' halves into one
-        tensor.
+        ``relu(i2h(x)) @ maps[0] + relu(h2h(h)) @ maps[1]`` gives every module's score logit
+        (the same sums as ``scorer(relu([i2h_m(x), h2h_m(h)]))``) in two matrix products over
+        the modules side by side, without gathering the modules' halves into one tensor.
         """
         assert self.scorer is not None
         n, r, width = self.scorer.num_runs, self.num_modules, 4 * self.hidden_size
         halves = self.scorer.weight.view(n, r, 2, width)  # (N, R, 2, 4h)
-        return halves[:, :, 0], halves[:, :, 1]
+        return block_diagonal(halves[:, :, 0]), block_diagonal(halves[:, :, 1])
 
     def step_from_input(
         self,
@@ -696,7 +648,7 @@ class GroupLSTMCell(nn.Module):
         logits = None
         if self.scorer is not None:
             assert score_maps is not None
-            logits = group_linear_scores(self._per_module(projected), score_maps[0], relu=True)
+            logits = torch.bmm(torch.relu(projected), score_maps[0])
         if h is None:
             preact = projected
             c_prev = projected.new_zeros(())
@@ -704,9 +656,7 @@ class GroupLSTMCell(nn.Module):
             preact = torch.baddbmm(projected, h, self.h2h.weight)
         else:
             recurrent = torch.bmm(h, self.h2h.weight)
-            logits = logits + group_linear_scores(
-                self._per_module(recurrent), score_maps[1], relu=True
-            )
+            logits = torch.baddbmm(logits, torch.relu(recurrent), score_maps[1])
             preact = projected + recurrent
         if h is not None:
             c_prev = c.unsqueeze(-2)
