@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
+from mod_arch_core.folders import CURVES_FILE, META_FILE, RUNS_FILE, check_sweep_out
 from mod_arch_core.validation import PAPER_MODELS, SETTINGS, TASKS
 
 #: Keys that identify a run; no two rows of a runs table share them (with ``checkpoint``).
@@ -83,7 +84,7 @@ RUN_COLUMNS: dict[str, tuple[str, str]] = {
     "git_commit": ("s", "git commit of the code (+dirty if modified)"),
     "torch_version": ("s", "torch version"),
     "device": ("s", "cpu or cuda"),
-    "hardware": ("s", "CPU architecture and cores, or GPU name"),
+    "hardware": ("s", "CPU model, vector ISA and threads, or GPU name (provenance.hardware)"),
     "model_options": (
         "s",
         'routing options in effect, JSON with sorted keys (e.g. {"top_k": 1}); {} for none',
@@ -110,8 +111,6 @@ CURVE_COLUMNS: dict[str, tuple[str, str]] = {
     "perf_val": ("f", "ID performance on the validation batches (selects 'best')"),
     "config_hash": RUN_COLUMNS["config_hash"],
 }
-
-RUNS_FILE, CURVES_FILE, META_FILE = "runs.parquet", "curves.parquet", "meta.json"
 
 
 class ResultsError(ValueError):
@@ -199,13 +198,43 @@ def conform(df: pd.DataFrame, columns: dict[str, tuple[str, str]]) -> pd.DataFra
     for column, (kind, _) in columns.items():
         if column not in df.columns:
             df[column] = np.nan
-        if kind == "f":
-            df[column] = pd.to_numeric(df[column], errors="raise").astype("float64")
-        elif kind == "i":
-            df[column] = pd.to_numeric(df[column], errors="raise").astype("int64")
-        else:
-            df[column] = df[column].fillna("").astype(str)
+        try:
+            if kind == "f":
+                df[column] = pd.to_numeric(df[column], errors="raise").astype("float64")
+            elif kind == "i":
+                df[column] = pd.to_numeric(df[column], errors="raise").astype("int64")
+            else:
+                df[column] = df[column].fillna("").astype(str)
+        except (TypeError, ValueError) as error:
+            wanted = {"f": "numbers", "i": "integers", "s": "strings"}[kind]
+            raise ResultsError(f"column {column!r} must hold {wanted}: {error}") from None
     return df[list(columns)]
+
+
+#: Columns a stored table may lack because they were added after it was written; every other
+#: schema column must be in the file (:func:`load` refuses a table missing one).
+LEGACY_OPTIONAL_COLUMNS: frozenset[str] = frozenset({"model_options"})
+
+
+def _check_stored(df: pd.DataFrame, columns: dict[str, tuple[str, str]], file: Path,
+                  expected_rows: Any) -> None:  # fmt: skip
+    """A stored table has every schema column and the row count its ``meta.json`` records."""
+    missing = [c for c in columns if c not in df.columns and c not in LEGACY_OPTIONAL_COLUMNS]
+    if missing:
+        raise ResultsError(
+            f"{file} lacks the schema column(s) {missing}; the table was damaged or written by "
+            "other code; recompute it (a sweep re-runs only what is missing)"
+        )
+    if isinstance(expected_rows, bool) or not isinstance(expected_rows, int):
+        raise ResultsError(
+            f"{file}: meta.json must record its row count under rows.{file.stem}, got "
+            f"{expected_rows!r}; recompute or re-collect the results"
+        )
+    if len(df) != expected_rows:
+        raise ResultsError(
+            f"{file} has {len(df)} rows but meta.json records {expected_rows} rows; the table was "
+            "truncated or replaced; recompute it"
+        )
 
 
 def validate_runs(df: pd.DataFrame, *, where: str = "runs table") -> pd.DataFrame:
@@ -315,7 +344,9 @@ def load(path: str | Path, *, verify: bool = True) -> Results:
     Raises
     ------
     FileNotFoundError if the folder or one of its files is missing, saying how to produce it;
-    ResultsError if a checksum or the schema does not match, naming the file.
+    ResultsError if a checksum or the schema does not match, if a schema column is missing
+    (only :data:`LEGACY_OPTIONAL_COLUMNS` may be; a dropped ``perf`` is never read back as NaN) or
+    if a table's row count differs from the one ``meta.json`` records, naming the file.
     """
     path = Path(path)
     meta_file = path / META_FILE
@@ -331,6 +362,8 @@ def load(path: str | Path, *, verify: bool = True) -> Results:
         raise ResultsError(
             f"{meta_file} is not valid JSON ({error}); recompute the results"
         ) from error
+    if not isinstance(meta, dict):
+        raise ResultsError(f"{meta_file} must hold a JSON object, got {type(meta).__name__}")
     for name in (RUNS_FILE, CURVES_FILE):
         file = path / name
         if not file.exists():
@@ -349,6 +382,9 @@ def load(path: str | Path, *, verify: bool = True) -> Results:
         curves = pd.read_parquet(path / CURVES_FILE)
     except Exception as error:  # pyarrow raises several types for damaged files
         raise ResultsError(f"cannot read the tables of {path}: {error}") from error
+    rows = meta.get("rows") if isinstance(meta.get("rows"), dict) else {}
+    _check_stored(runs, RUN_COLUMNS, path / RUNS_FILE, rows.get("runs"))
+    _check_stored(curves, CURVE_COLUMNS, path / CURVES_FILE, rows.get("curves"))
     runs = validate_runs(runs, where=str(path / RUNS_FILE))
     curves = validate_curves(curves, where=str(path / CURVES_FILE))
     return Results(runs=runs, curves=curves, meta=meta, path=path)
@@ -441,7 +477,7 @@ def load_or_run(
 
     loaded = load_profile(profile, list(overrides) if isinstance(overrides, tuple) else overrides)
     hashes = {job.config_hash for job in plan(loaded, path)}
-    _refuse_other_profiles(path, loaded.name, hashes)
+    check_sweep_out(path, loaded.name, hashes, flag="results_path")
     summary = run_sweep(loaded, path, executor=executor, workers=workers, progress=False)
     if summary.failures:
         failed = summary.table[summary.table["status"] == "failed"]
@@ -472,26 +508,6 @@ def _load_for_reading(path: Path) -> Results:
             "profile='smoke' to compute a small set on the spot"
         )
     return load(path)
-
-
-def _refuse_other_profiles(path: Path, profile_name: str, hashes: set[str]) -> None:
-    """Refuse to run a sweep into a folder that holds other configurations of another profile.
-
-    Configurations of another profile that the requested one shares (same hash, e.g. the paper's
-    models of a profile that extends ``quick``) are re-used, not refused.
-    """
-    for meta_file in sorted((path / "configs").glob(f"*/{META_FILE}")):
-        try:
-            meta = json.loads(meta_file.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        found = meta.get("profile")
-        if found and found != profile_name and meta.get("config_hash") not in hashes:
-            raise ValueError(
-                f"{path} holds results of profile {found!r} ({meta_file.parent.name}); running "
-                f"profile {profile_name!r} there would mix them. Use another results_path, e.g. "
-                f"{default_results_path(profile_name, path.parent)}"
-            )
 
 
 # Checkpoints -------------------------------------------------------------------------------
