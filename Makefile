@@ -56,9 +56,11 @@ figures: $(STAMP) ## Sweep PROFILE (default quick) into results/PROFILE, collect
 	$(BIN)/python -m mod_arch_core collect results/$(PROFILE) --profile $(PROFILE)
 	$(BIN)/python -m mod_arch_core.book all --param results_path=$(CURDIR)/results/$(PROFILE)
 
+BENCH_ARGS ?=
+
 .PHONY: bench
-bench: $(STAMP) ## Time training steps: reference-style loop vs the engine at N=1 and N=25
-	$(BIN)/python benchmarks/bench_training.py
+bench: $(STAMP) ## Time training steps: reference-style loop vs the engine at N=1, 6, 25, batch 64 and 256
+	$(BIN)/python benchmarks/bench_training.py $(BENCH_ARGS)
 
 .PHONY: serve
 serve: ## Serve the built site at http://127.0.0.1:8000

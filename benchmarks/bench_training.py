@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import itertools
 import math
 import os
 import platform
@@ -66,7 +67,9 @@ BATCH, SEQ_LEN, STATE_DIM = 256, 10, 32
 # FLOPs --------------------------------------------------------------------------------------------
 
 
-def forward_macs(setting: str, num_rules: int, encoder_dim: int, dim: int) -> int:
+def forward_macs(
+    setting: str, num_rules: int, encoder_dim: int, dim: int, batch: int = BATCH
+) -> int:
     """Multiply-accumulates of one forward pass of one Modular run on one batch (spec §3).
 
     Matrix products only (elementwise work, softmax and the LSTM gates are left out); per
@@ -77,7 +80,7 @@ def forward_macs(setting: str, num_rules: int, encoder_dim: int, dim: int) -> in
         per = 2 * (e + e * e) + (r * e + e * e)  # enc_digit on x1 and x2, enc_op
         per += 3 * e * d + d * (d + 1)  # R modules: 3E -> D/R -> D + 1
         per += r * d + d * e + e  # weighted sum, decoder
-        return per * BATCH
+        return per * batch
     if setting == "mha":
         hd, width = mha_head_dim(r, d), mha_intermediate_dim(r, e, d)
         heads = 2 * r
@@ -86,30 +89,37 @@ def forward_macs(setting: str, num_rules: int, encoder_dim: int, dim: int) -> in
         per += 2 * heads * SEQ_LEN * hd  # q.k over the L keys and the weighted values
         per += r * (3 * hd * width + width * (e + 1))  # module output MLPs
         per += r * e + e * e + e  # weighted sum, decoder
-        return per * BATCH * SEQ_LEN
+        return per * batch * SEQ_LEN
     h = rnn_modular_hidden(r, e, d)
     per = (STATE_DIM + r) * e + e * e  # encoder
     per += e * 4 * r * h + h * 4 * r * h  # i2h, h2h
     per += 8 * h * r + 2 * r * h  # self-scores, mixing h and c
     per += h * h + h * STATE_DIM  # decoder
-    return per * BATCH * SEQ_LEN
+    return per * batch * SEQ_LEN
 
 
-def step_flops(setting: str, num_rules: int, encoder_dim: int, dim: int) -> float:
+def step_flops(
+    setting: str, num_rules: int, encoder_dim: int, dim: int, batch: int = BATCH
+) -> float:
     """FLOPs of one training step of one run: forward + backward (about twice the forward)."""
-    return 3 * 2 * forward_macs(setting, num_rules, encoder_dim, dim)
+    return 3 * 2 * forward_macs(setting, num_rules, encoder_dim, dim, batch)
 
 
-def matmul_peak(size: int = 2048, repeats: int = 7) -> float:
-    """Float32 matmul throughput in FLOP/s (median of ``repeats``), ``size`` x ``size``."""
+def matmul_peak(size: int = 2048, repeats: int = 7, clock: str = "wall") -> float:
+    """Float32 matmul throughput in FLOP/s (median of ``repeats``), ``size`` x ``size``.
+
+    ``clock="cpu"`` times it in process CPU time, like the speed columns of a ``--clock cpu``
+    run: on a shared machine the wall clock also counts the time other processes hold the core.
+    """
+    now = time.process_time if clock == "cpu" else time.perf_counter
     a, b = torch.randn(size, size), torch.randn(size, size)
     out = torch.empty(size, size)
     torch.mm(a, b, out=out)
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = now()
         torch.mm(a, b, out=out)
-        times.append(time.perf_counter() - start)
+        times.append(now() - start)
     return 2 * size**3 / statistics.median(times)
 
 
@@ -181,9 +191,19 @@ class Variant:
         return statistics.median(self.wall if clock == "wall" else self.cpu)
 
 
-def engine_variant(setting: str, num_runs: int, encoder_dim: int, dim: int) -> Variant:
-    """The stacked engine: ``num_runs`` = 1, or 25 = 5 data seeds x 5 model seeds."""
-    seeds = tuple(range(5)) if num_runs == 25 else tuple(range(num_runs))
+def seed_grid(num_runs: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(data_seeds, seeds) of a stack of ``num_runs``: 25 = 5 x 5 (the issue's), 6 = 3 x 2 (the
+    ``reference`` profile's), otherwise ``num_runs`` data seeds x one model seed."""
+    shapes = {25: (5, 5), 6: (3, 2)}
+    data, model = shapes.get(num_runs, (num_runs, 1))
+    return tuple(range(data)), tuple(range(model))
+
+
+def engine_variant(
+    setting: str, num_runs: int, encoder_dim: int, dim: int, batch: int = BATCH
+) -> Variant:
+    """The stacked engine with ``num_runs`` runs (:func:`seed_grid`) at batch ``batch``."""
+    data_seeds, seeds = seed_grid(num_runs)
     config = TrainConfig(
         setting=setting,
         task="regression",
@@ -191,9 +211,9 @@ def engine_variant(setting: str, num_runs: int, encoder_dim: int, dim: int) -> V
         num_rules=SETTINGS[setting],
         encoder_dim=encoder_dim,
         dim=dim,
-        data_seeds=seeds,
-        seeds=seeds if num_runs == 25 else (0,),
-        batch_size=BATCH,
+        data_seeds=data_seeds,
+        seeds=seeds,
+        batch_size=batch,
         seq_len=SEQ_LEN,
         state_dim=STATE_DIM,
         device="cpu",
@@ -208,17 +228,18 @@ def engine_variant(setting: str, num_runs: int, encoder_dim: int, dim: int) -> V
     alive = torch.ones(config.num_runs, dtype=torch.bool)
 
     def step() -> object:
-        batch = sample_stack(tasks, BATCH, generators, seq_len=seq_len, device=device)
+        data = sample_stack(tasks, batch, generators, seq_len=seq_len, device=device)
         return train_step(
-            model, optimizer, batch, task="regression", clip=config.clip_norm, alive=alive
+            model, optimizer, data, task="regression", clip=config.clip_norm, alive=alive
         )
 
     return Variant(f"engine N={config.num_runs}", config.num_runs, step)
 
 
-def reference_variant(setting: str, encoder_dim: int, dim: int) -> Variant:
+def reference_variant(setting: str, encoder_dim: int, dim: int, batch: int = BATCH) -> Variant:
+    """One model, one process-style loop (:mod:`reference_style`) at batch ``batch``."""
     run = reference_style.make_reference_run(
-        setting, SETTINGS[setting], encoder_dim, dim, batch_size=BATCH, seq_len=SEQ_LEN
+        setting, SETTINGS[setting], encoder_dim, dim, batch_size=batch, seq_len=SEQ_LEN
     )
     return Variant("reference", 1, run.step)
 
@@ -273,10 +294,10 @@ def measure_memory(
     lines.append(f"baseline (python + torch + package imported): {baseline}")
     for setting in settings:
         for e in capacities:
-            cmd = ["--memory-probe", setting, str(e), "--n-runs", str(args.n_runs)]
+            cmd = ["--memory-probe", setting, str(e), "--n-runs", str(max(args.n_runs))]
             cmd += ["--threads", str(args.threads), "--memory-limit-gb", str(args.memory_limit_gb)]
             result = _probe_rss(cmd, args.memory_timeout)
-            lines.append(f"{setting:4s} E={e:<4d} D={4 * e:<5d} N={args.n_runs}: {result}")
+            lines.append(f"{setting:4s} E={e:<4d} D={4 * e:<5d} N={max(args.n_runs)}: {result}")
             if not result.endswith("s"):  # failed or timed out: larger capacities will too
                 break
     return lines
@@ -305,7 +326,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (a, b, c, ...)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant first")
     parser.add_argument("--settings", default="mlp,mha,rnn", help="comma-separated subset")
-    parser.add_argument("--n-runs", type=int, default=25, help="stacked runs of variant (c)")
+    parser.add_argument(
+        "--n-runs", default="1,6,25", help="comma-separated stack sizes of the engine variants"
+    )
+    parser.add_argument("--batches", default="64,256", help="comma-separated batch sizes")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (this machine: 2)")
     parser.add_argument("--encoder-dim", type=int, default=32, help="E; D = 4E")
     parser.add_argument(
@@ -334,7 +358,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--memory-probe", nargs=2, metavar=("SETTING", "E"), help=argparse.SUPPRESS)
     parser.add_argument("--memory-baseline", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for name in ("steps", "rounds", "n_runs", "threads"):
+    for name in ("n_runs", "batches"):
+        try:
+            setattr(args, name, [int(v) for v in str(getattr(args, name)).split(",") if v.strip()])
+        except ValueError:
+            parser.error(f"--{name.replace('_', '-')} must be comma-separated integers")
+        if not getattr(args, name) or min(getattr(args, name)) < 1:
+            parser.error(f"--{name.replace('_', '-')} must list integers >= 1")
+    for name in ("steps", "rounds", "threads"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     args.settings = [s.strip() for s in args.settings.split(",") if s.strip()]
@@ -355,11 +386,11 @@ def main(argv: list[str] | None = None) -> int:
         limit = int(args.memory_limit_gb * 2**30)  # fail with MemoryError, never swap or OOM
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         setting, e = args.memory_probe
-        memory_probe(setting, int(e), args.n_runs)
+        memory_probe(setting, int(e), max(args.n_runs))
         return 0
 
     if args.memory_only:
-        print(f"# peak memory, engine N={args.n_runs}, 2 training steps per fresh process")
+        print(f"# peak memory, engine N={max(args.n_runs)}, 2 training steps per fresh process")
         capacities = [int(c) for c in args.capacities.split(",")]
         print("\n".join(measure_memory(args.settings, capacities, args)))
         return 0
@@ -368,58 +399,57 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__}, {args.threads} threads")  # fmt: skip
     print(f"# load average before: {_load()}")
-    peak = matmul_peak()
-    print(f"# float32 matmul peak (2048^3): {peak / 1e9:.0f} GFLOP/s")
+    peak = matmul_peak(clock=args.clock)
+    print(f"# float32 matmul peak (2048^3, {args.clock} clock): {peak / 1e9:.0f} GFLOP/s")
     print(
         f"# copy bandwidth (read + write): {copy_bandwidth(8) / 1e9:.0f} GB/s at 8 MB, "
         f"{copy_bandwidth(256) / 1e9:.0f} GB/s at 256 MB"
     )
-    print(f"# E={e}, D={d}, batch {BATCH}, L={SEQ_LEN}, d={STATE_DIM}, regression, Modular; "
-          f"{args.rounds} rounds x {args.steps} steps after {args.warmup} warm-up steps")  # fmt: skip
+    print(f"# E={e}, D={d}, batches {args.batches}, L={SEQ_LEN}, d={STATE_DIM}, regression, "
+          f"Modular; {args.rounds} rounds x {args.steps} steps after {args.warmup} warm-up steps")  # fmt: skip
 
     header = (
-        f"{'setting':8s} {'variant':12s} {'ms/step':>9s} {'cpu ms/step':>11s} "
-        f"{'ms/model-step':>14s} {'model-steps/s':>14s} {'vs (a)':>7s} {'GFLOP/s':>8s}"
+        f"{'setting':8s} {'batch':>5s} {'variant':12s} {'ms/step':>9s} {'cpu ms/step':>11s} "
+        f"{'ms/model-step':>14s} {'model-steps/s':>14s} {'vs ref':>7s} {'GFLOP/s':>8s}"
     )
-    rows = [header, "-" * len(header)]
+    print(header)
+    print("-" * len(header), flush=True)
     profiles = []
-    for setting in args.settings:
+    for setting, batch in itertools.product(args.settings, args.batches):
+        rows = []
         r = SETTINGS[setting]
-        variants = [
-            reference_variant(setting, e, d),
-            engine_variant(setting, 1, e, d),
-            engine_variant(setting, args.n_runs, e, d),
-        ]
+        variants = [reference_variant(setting, e, d, batch)]
+        variants += [engine_variant(setting, n, e, d, batch) for n in args.n_runs]
         time_variants(variants, args.steps, args.warmup, args.rounds)
         if args.profile:
-            profiles.append(f"{setting}:")
-            profiles += [profile_variant(v) for v in (variants[0], variants[2])]
-        flops = step_flops(setting, r, e, d)
+            profiles.append(f"{setting}, batch {batch}:")
+            profiles += [profile_variant(v) for v in variants]
+        flops = step_flops(setting, r, e, d, batch)
         base = variants[0].median(args.clock)
         for variant in variants:
             per_model = variant.median(args.clock) / variant.runs
             rows.append(
-                f"{setting:8s} {variant.name:12s} {variant.median() * 1e3:9.1f} "
+                f"{setting:8s} {batch:5d} {variant.name:12s} {variant.median() * 1e3:9.1f} "
                 f"{variant.median('cpu') * 1e3:11.1f} {per_model * 1e3:14.3f} "
                 f"{1 / per_model:14.1f} {base / per_model:6.1f}x {flops / per_model / 1e9:8.1f}"
             )
         roofline = flops / peak
         rows.append(
-            f"{setting:8s} {'roofline':12s} {'':9s} {'':11s} {roofline * 1e3:14.3f} "
+            f"{setting:8s} {batch:5d} {'roofline':12s} {'':9s} {'':11s} {roofline * 1e3:14.3f} "
             f"{1 / roofline:14.1f} {base / roofline:6.1f}x   ({flops / 1e6:.0f} MFLOP/model-step)"
         )
-    print("\n".join(rows))
+        print("\n".join(rows), flush=True)  # one block per setting and batch, as it finishes
     print(f"# load average after: {_load()}")
     print(
-        f"# per-model-step columns and ratios use the {args.clock} clock; (c)/(a) and (b)/(a) are"
-        " the 'vs (a)' column of the N=25 and N=1 rows"
+        f"# per-model-step columns and ratios use the {args.clock} clock; 'vs ref' is the"
+        " reference-style loop's time per model-step over the row's"
     )
     if profiles:
         print("\n# where the time goes (torch.profiler, self CPU time of aten ops, 2 steps)")
         print("\n".join(profiles))
 
     if args.memory:
-        print(f"\n# peak memory, engine N={args.n_runs}, 2 training steps per fresh process")
+        print(f"\n# peak memory, engine N={max(args.n_runs)}, 2 training steps per fresh process")
         for line in measure_memory(
             args.settings, [int(c) for c in args.capacities.split(",")], args
         ):

@@ -32,6 +32,7 @@ from torch import nn
 
 from mod_arch_core import metrics
 from mod_arch_core.data import sample_stack
+from mod_arch_core.models import build_model
 from mod_arch_core.training import (
     TrainConfig,
     TrainResult,
@@ -150,11 +151,14 @@ def evaluate_performance(
     config: TrainConfig,
     budget: EvalBudget,
     device: torch.device,
+    *,
+    runs: Sequence[tuple[int, int]] | None = None,
 ) -> dict[str, np.ndarray]:
     """ID and OoD performance of every run (spec §5.1); each value has shape (runs,).
 
     Keys: ``perf``, ``perf_ood`` (headline numbers) and, for MHA/RNN, ``perf_{L}`` and
-    ``perf_ood_{L}`` for every evaluation length L.
+    ``perf_ood_{L}`` for every evaluation length L. ``runs``: the (data_seed, seed) of every stack
+    entry when the stack is not ``config.runs`` (see :func:`checkpoint_stack`).
     """
     size = budget.perf_size(config.setting, config.task)
     common = dict(num_batches=budget.perf_batches, batch_size=size, task=config.task, device=device)
@@ -164,14 +168,14 @@ def evaluate_performance(
             (False, "perf", STREAM_PERF_ID),
             (True, "perf_ood", STREAM_PERF_OOD),
         ):
-            gens = run_generators(config, stream, device)
+            gens = run_generators(config, stream, device, runs)
             out[key] = evaluate_batches(model, tasks, gens, ood=ood, **common).cpu().numpy()
         return out
     for ood, prefix, stream in (
         (False, "perf", STREAM_PERF_ID),
         (True, "perf_ood", STREAM_PERF_OOD),
     ):
-        gens = run_generators(config, stream, device)
+        gens = run_generators(config, stream, device, runs)
         for length in budget.lengths:
             values = evaluate_batches(model, tasks, gens, ood=ood, seq_len=length, **common)
             out[f"{prefix}_{length}"] = values.cpu().numpy()
@@ -189,6 +193,7 @@ def estimate_activation_matrices(
     device: torch.device,
     *,
     selected: bool = False,
+    runs: Sequence[tuple[int, int]] | None = None,
 ) -> np.ndarray | None:
     """P for every run (spec §5.2), shape (runs, R, R); ``None`` for a model without scores.
 
@@ -197,7 +202,7 @@ def estimate_activation_matrices(
     frequencies of a hard router, instead of its mean probabilities.
     """
     model.eval()
-    gens = run_generators(config, STREAM_PROB, device)
+    gens = run_generators(config, STREAM_PROB, device, runs)
     seq_len = config.seq_len if config.setting != "mlp" else None
     size = budget.prob_size(config.setting)
     accumulator = metrics.ActivationAccumulator(config.num_rules, num_runs=len(tasks))
@@ -224,6 +229,7 @@ def estimate_adaptation(
     device: torch.device,
     *,
     selected: bool = False,
+    runs: Sequence[tuple[int, int]] | None = None,
 ) -> np.ndarray | None:
     """Model-based Adaptation of every run (spec §5.4, Eq. 20 with the code's 1/2), shape (runs,).
 
@@ -234,7 +240,7 @@ def estimate_adaptation(
     """
     model.eval()
     draws = metrics.dirichlet_draws(config.num_rules, budget.adaptation_draws)
-    gens = run_generators(config, STREAM_ADAPT, device)
+    gens = run_generators(config, STREAM_ADAPT, device, runs)
     seq_len = config.seq_len if config.setting != "mlp" else None
     n_runs = len(tasks)
     q = np.zeros((n_runs, budget.adaptation_draws, config.num_rules))
@@ -266,6 +272,8 @@ def evaluate_stack(
     config: TrainConfig,
     budget: EvalBudget,
     device: torch.device | str | None = None,
+    *,
+    runs: Sequence[tuple[int, int]] | None = None,
 ) -> list[dict[str, Any]]:
     """Every evaluation of spec §5 for the model's current weights; one dict per run.
 
@@ -273,17 +281,20 @@ def evaluate_stack(
     (NaN for Monolithic, which has no scores) and ``activation_matrix`` (R x R nested list or None).
     A model with hard routing also gets :data:`SELECTED_METRIC_NAMES` and
     ``activation_matrix_selected``, from the selection frequencies (the evaluation passes for P
-    and Adaptation then run twice, on the same batches).
+    and Adaptation then run twice, on the same batches). ``runs``: the (data_seed, seed) of
+    every stack entry when the stack is not ``config.runs`` (see :func:`checkpoint_stack`).
     """
     device = resolve_device(device if device is not None else config.device)
-    perf = evaluate_performance(model, tasks, config, budget, device)
-    matrices = estimate_activation_matrices(model, tasks, config, budget, device)
-    adaptation = estimate_adaptation(model, tasks, config, budget, device)
+    perf = evaluate_performance(model, tasks, config, budget, device, runs=runs)
+    matrices = estimate_activation_matrices(model, tasks, config, budget, device, runs=runs)
+    adaptation = estimate_adaptation(model, tasks, config, budget, device, runs=runs)
     hard = _routes_hard(model)
     if hard:
-        selected = estimate_activation_matrices(model, tasks, config, budget, device, selected=True)
+        selected = estimate_activation_matrices(
+            model, tasks, config, budget, device, selected=True, runs=runs
+        )
         selected_adaptation = estimate_adaptation(
-            model, tasks, config, budget, device, selected=True
+            model, tasks, config, budget, device, selected=True, runs=runs
         )
     rows: list[dict[str, Any]] = []
     for k in range(len(tasks)):
@@ -314,6 +325,45 @@ def evaluate_stack(
     return rows
 
 
+def checkpoint_stack(
+    result: TrainResult, checkpoints: Sequence[str]
+) -> tuple[list[tuple[str, int]], dict[tuple[str, int], int]]:
+    """The distinct (checkpoint, run) weights to evaluate, and where each request finds them.
+
+    A run whose ``best`` weights are its ``last`` weights (its best validation was the final
+    one, or it never improved after the last update; compared bit for bit) is evaluated once:
+    both checkpoints' rows come from the same entry, which is what evaluating it twice would
+    give (the evaluation streams depend on the model seed only, spec §5).
+
+    Returns
+    -------
+    entries : list of (checkpoint, run index), the stack to evaluate, checkpoint-major.
+    where : (checkpoint, run index) -> position in ``entries`` for every requested pair.
+    """
+    states = {checkpoint: result.state(checkpoint) for checkpoint in checkpoints}
+    entries: list[tuple[str, int]] = []
+    where: dict[tuple[str, int], int] = {}
+    for checkpoint in checkpoints:
+        for k in range(result.config.num_runs):
+            twin = next(
+                (
+                    where[(other, k)]
+                    for other in checkpoints
+                    if (other, k) in where
+                    and all(
+                        torch.equal(states[other][name][k], value[k])
+                        for name, value in states[checkpoint].items()
+                    )
+                ),
+                None,
+            )
+            if twin is None:
+                twin = len(entries)
+                entries.append((checkpoint, k))
+            where[(checkpoint, k)] = twin
+    return entries, where
+
+
 def evaluate_result(
     result: TrainResult,
     budget: EvalBudget,
@@ -323,18 +373,37 @@ def evaluate_result(
 
     Returns one dict per (run, checkpoint) with the run's keys (``data_seed``, ``seed``,
     ``checkpoint``, ``best_iteration``, ``diverged_at``) and everything of :func:`evaluate_stack`.
+
+    All checkpoints are evaluated in one stack of the distinct weights (:func:`checkpoint_stack`):
+    one pass over each evaluation batch for every checkpoint, and none for a ``best`` that is
+    bitwise the ``last``. A checkpoint's entries draw the same data as the run alone would.
+
     A run that diverged keeps its row: at ``last`` (the weights frozen at divergence) every
     measured value is NaN; ``best`` (weights from before the divergence) is evaluated as usual.
     The other runs of the stack are unaffected.
     """
     config = result.config
     device = torch.device(result.device)
-    tasks, model = build_stack(config, device)
+    entries, where = checkpoint_stack(result, checkpoints)
+    states = {checkpoint: result.state(checkpoint) for checkpoint in checkpoints}
+    runs = [config.runs[k] for _, k in entries]
+    tasks, _ = build_stack(config, torch.device("meta"))
+    tasks = [tasks[k] for _, k in entries]
+    model = build_model(
+        **{**result.model.config, "num_runs": len(entries), "seeds": [s for _, s in runs]},
+        device=torch.device("meta"),
+    )
+    stacked = {
+        name: torch.stack([states[cp][name][k] for cp, k in entries])
+        for name in states[checkpoints[0]]
+    }
+    model.load_state_dict(stacked, assign=True)
+    model.to(device)
+    evaluated = evaluate_stack(model, tasks, config, budget, device, runs=runs)
     rows: list[dict[str, Any]] = []
     for checkpoint in checkpoints:
-        model.load_state_dict(result.state(checkpoint))
-        evaluated = evaluate_stack(model, tasks, config, budget, device)
-        for k, ((data_seed, seed), row) in enumerate(zip(config.runs, evaluated, strict=True)):
+        for k, (data_seed, seed) in enumerate(config.runs):
+            row = evaluated[where[(checkpoint, k)]]
             if checkpoint == "last" and result.diverged_at[k] >= 0:
                 row = _unmeasured(row)
             rows.append(

@@ -345,14 +345,22 @@ def _extra_models() -> tuple[str, ...]:
     return tuple(getattr(models, "MODEL_NAMES", PAPER_MODELS))
 
 
-def run_generators(config: TrainConfig, stream: int, device: torch.device) -> list[torch.Generator]:
+def run_generators(
+    config: TrainConfig,
+    stream: int,
+    device: torch.device,
+    runs: Sequence[tuple[int, int]] | None = None,
+) -> list[torch.Generator]:
     """One generator per model seed, shared (same object) by the runs with that seed.
 
     Runs sharing a model seed then see the same inputs and rules, as in the reference, where the
-    data stream depends on the model seed only (spec §1); their labels differ by task.
+    data stream depends on the model seed only (spec §1); their labels differ by task. ``runs``
+    lists the (data_seed, seed) of every stack entry when the stack is not ``config.runs``
+    (e.g. two checkpoints of the same runs evaluated at once: they draw the same data).
     """
-    by_seed = {s: stream_generator(s, stream, device) for s in config.seeds}
-    return [by_seed[s] for _, s in config.runs]
+    runs = config.runs if runs is None else runs
+    by_seed = {s: stream_generator(s, stream, device) for _, s in runs}
+    return [by_seed[s] for _, s in runs]
 
 
 @torch.no_grad()

@@ -102,7 +102,10 @@ def test_reference_style_run_trains() -> None:
 
 def test_benchmark_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--settings", "mlp", "--steps", "1", "--rounds", "1", "--warmup", "0"]
-    assert bench_training.main([*argv, "--encoder-dim", "8", "--n-runs", "2"]) == 0
+    assert (
+        bench_training.main([*argv, "--encoder-dim", "8", "--n-runs", "1,2", "--batches", "16"])
+        == 0
+    )
     out = capsys.readouterr().out
     for name in ("reference", "engine N=1", "engine N=2", "roofline", "GFLOP/s"):
         assert name in out

@@ -174,3 +174,57 @@ def test_config_round_trips_through_a_dict() -> None:
     assert config.eval_iterations() == [0, 5, 10]
     assert TrainConfig("mlp", "regression", "modular", 4).num_steps == 100_000
     assert TrainConfig("mha", "regression", "modular", 4).num_steps == 500_000
+
+
+@pytest.mark.parametrize("setting", ["mlp", "rnn"])
+def test_checkpoints_evaluated_in_one_stack_equal_each_alone(setting: str) -> None:
+    """evaluate_result (all checkpoints stacked, a best equal to the last evaluated once) gives
+    each checkpoint the rows of evaluating that checkpoint's weights on their own."""
+    from mod_arch_core.evaluation import checkpoint_stack, evaluate_stack
+
+    config = tiny(setting, data_seeds=(0, 1), seeds=(0,), iterations=6, eval_every=2)
+    result = train(config, progress=False)
+    with torch.no_grad():  # run 1's best is its last; run 0's is different
+        result.best_state = {k: v.clone() for k, v in result.best_state.items()}
+        for name, value in result.model.state_dict().items():
+            result.best_state[name][1].copy_(value[1])
+            result.best_state[name][0].copy_(value[0] * 0.5)
+    entries, where = checkpoint_stack(result, ("last", "best"))
+    assert entries == [("last", 0), ("last", 1), ("best", 0)]
+    assert where[("best", 1)] == where[("last", 1)]
+    budget = named_budget("smoke")
+    rows = evaluate_result(result, budget)
+    tasks, model = training.build_stack(config, torch.device("cpu"))
+    for checkpoint in ("last", "best"):
+        model.load_state_dict(result.state(checkpoint))
+        alone = evaluate_stack(model, tasks, config, budget, "cpu")
+        stacked = [row for row in rows if row["checkpoint"] == checkpoint]
+        for want, got in zip(alone, stacked, strict=True):
+            for key, value in want.items():
+                if isinstance(value, float):
+                    np.testing.assert_allclose(got[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_engine_tensors_live_on_the_training_device() -> None:
+    """Generators, batches, parameters, gradients and Adam's state are all on the device the
+    configuration names (the CUDA path's placement, checked with the device at hand)."""
+    from mod_arch_core.data import sample_stack
+
+    config = tiny("rnn", data_seeds=(0, 1), seeds=(0, 1))
+    device = training.resolve_device(config.device)
+    generators = training.run_generators(config, training.STREAM_TRAIN, device)
+    assert {g.device for g in generators} == {device}
+    tasks, model = training.build_stack(config, device)
+    batch = sample_stack(tasks, 4, generators, seq_len=3, device=device)
+    assert {batch.inputs.device, batch.targets.device} == {device}
+    params = list(model.parameters())
+    optimizer = training.make_optimizer(params, config)
+    alive = torch.ones(config.num_runs, dtype=torch.bool, device=device)
+    training.train_step(model, optimizer, batch, task="regression", clip=1.0, alive=alive)
+    tensors = [p for p in params] + [p.grad for p in params]
+    tensors += [
+        v for state in optimizer.state.values() for v in state.values() if torch.is_tensor(v)
+    ]
+    assert {t.device for t in tensors} == {device}
+    meta = training.build_stack(config, torch.device("meta"))[1]
+    assert {p.device.type for p in meta.parameters()} == {"meta"}  # nothing drawn on the CPU
