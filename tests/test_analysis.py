@@ -536,3 +536,33 @@ def test_learned_judges_search_versions_apart() -> None:
     apart = analysis.learned(runs, curves, by=("search_version",))
     assert len(apart) == 2 * len(pooled)
     assert set(apart["search_version"]) == {1.0, 2.0}
+
+
+def test_claim_reason_names_the_failing_part_before_an_inconclusive_one() -> None:
+    def part(name: str, verdict: str) -> analysis.ClaimPart:
+        return analysis.ClaimPart(name, 0.0, -1.0, 1.0, 5, "cells", verdict, f"why {name}")
+
+    parts = [
+        part("slope", analysis.INCONCLUSIVE),
+        part("at small R", analysis.DOES_NOT_HOLD),
+        part("other", analysis.HOLDS),
+    ]
+    claim = analysis._finish_claim(2, parts, {})
+    assert claim.verdict == analysis.PARTLY
+    assert "at small R: does not hold (why at small R)" in claim.reason
+    assert "slope" not in claim.reason
+    only_vague = analysis._finish_claim(2, [part("slope", analysis.INCONCLUSIVE)], {})
+    assert "slope: inconclusive" in only_vague.reason
+
+
+def test_area_per_cell_counts_each_cell_once() -> None:
+    """Two cells, one with twice the runs: the per-cell mean weighs them equally, the per-run not."""
+    runs = make_runs(lambda m, t, r, k: 1.0, settings=("mlp",), tasks=("regression",), rules=(2, 4))
+    curves = make_curves(runs, lambda m, t, k: 2.0 - t)  # area 0.75 everywhere
+    slow = curves["num_rules"] == 4
+    curves.loc[slow, "perf"] = 2.0  # R = 4 never improves: area 1
+    doubled = pd.concat([curves, curves[slow].assign(seed=curves.loc[slow, "seed"] + 10)])
+    cells = analysis.area_per_cell(doubled)
+    np.testing.assert_allclose(cells["gt-modular"].mean(), (0.75 + 1.0) / 2)
+    per_run = analysis.curve_areas(doubled).groupby("model")["area"].mean()
+    np.testing.assert_allclose(per_run["gt-modular"], (0.75 * 6 + 1.0 * 12) / 18)
