@@ -661,6 +661,7 @@ class ClaimPart:
     unit: str  # what was resampled: runs, cells, units, settings
     verdict: str  # holds | does not hold | inconclusive
     reason: str
+    quantity: str = ""  # what the estimate measures, with its unit (labels the parts table)
 
 
 @dataclass
@@ -712,6 +713,11 @@ def _fmt(x: float, pct: bool = False) -> str:
     return f"{100 * x:.1f}%" if pct else f"{x:.3g}"
 
 
+def _count(n: int, unit: str) -> str:
+    """``"1 setting"``, ``"3 settings"``: a count with its unit in the right number."""
+    return f"{n} {unit[:-1] if n == 1 and unit.endswith('s') else unit}"
+
+
 def _decide(
     name: str,
     values: Any,
@@ -729,7 +735,8 @@ def _decide(
     mean, low, high = bootstrap_ci(x, seed=seed)
     side = ">" if above else "<"
     interval = (
-        f"{what} {_fmt(mean, pct)} (95% CI {_fmt(low, pct)} to {_fmt(high, pct)}, {x.size} {unit})"
+        f"{what} {_fmt(mean, pct)} (95% CI {_fmt(low, pct)} to {_fmt(high, pct)}, "
+        f"{_count(x.size, unit)})"
     )
     if x.size < MIN_UNITS:
         verdict = INCONCLUSIVE
@@ -743,7 +750,8 @@ def _decide(
     else:
         verdict = INCONCLUSIVE
         reason = f"{interval} straddles {_fmt(threshold, pct)}"
-    return ClaimPart(name, mean, low, high, int(x.size), unit, verdict, reason)
+    quantity = f"{what} (fraction: 0.1 = 10%)" if pct else what
+    return ClaimPart(name, mean, low, high, int(x.size), unit, verdict, reason, quantity)
 
 
 def _finish_claim(number: int, parts: list[ClaimPart], measured: dict[str, float]) -> ClaimResult:
@@ -1030,6 +1038,7 @@ def claim_5_specialisation(runs: pd.DataFrame, *, checkpoint: str = "last") -> C
             "cells",
             verdict,
             reason,
+            "Alignment of Modular minus Modular-op",
         )
     )
     for model in MODULAR_MODELS:
@@ -1394,8 +1403,9 @@ def learned_caveat(
     (setting, task and the values of R), says that differences between models there are
     differences between barely trained models, and adds the learned cells in which GT-Modular and
     Monolithic are within seed noise. Returns an empty string when every cell in scope has learned
-    and separates, so a chapter can paste it unconditionally. The admonition carries the CSS class
-    ``learned-caveat`` (the book's browser tests look for it).
+    and separates, so a chapter can paste it unconditionally. The admonition is a ``warning`` when
+    a cell has not learned and a ``note`` when cells are only within noise; it carries the CSS
+    class ``learned-caveat`` (the book's browser tests look for it).
     """
     _require(cells, [*LEARNED_KEYS, "learned", "separated", "threshold"], "learned cells")
     scope = cells
@@ -1433,8 +1443,12 @@ def learned_caveat(
     if not noisy.empty:
         lines.append(
             f"In {len(noisy)} learned cells GT-Modular and Monolithic are within seed noise "
-            f"({SEPARATION_Z:g} standard errors): {listing(noisy)}."
+            f"({SEPARATION_Z:g} standard errors of their difference): {listing(noisy)}; these "
+            "seeds do not resolve which of the two is better there."
         )
-    title = "Not every cell has learned" if not stuck.empty else "Some cells are within seed noise"
+    if stuck.empty:
+        title, kind = "Some cells are within seed noise", "note"
+    else:
+        title, kind = "Not every cell has learned", "warning"
     body = "\n\n".join(lines)
-    return f"```{{admonition}} {title}\n:class: warning learned-caveat\n\n{body}\n```\n"
+    return f"```{{admonition}} {title}\n:class: {kind} learned-caveat\n\n{body}\n```\n"

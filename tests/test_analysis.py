@@ -522,6 +522,10 @@ def test_learned_caveat_is_empty_when_every_cell_learned_and_separates() -> None
     good = cells[(cells["task"] == "regression") & (cells["num_rules"] == 2)]
     assert analysis.learned_caveat(good) == ""
     assert analysis.learned_caveat(cells, settings=["rnn"]) == "", "nothing in scope"
+    noise_only = cells[(cells["task"] == "regression") & (cells["num_rules"] <= 4)]
+    text = analysis.learned_caveat(noise_only)
+    assert text.startswith("```{admonition} Some cells are within seed noise")
+    assert ":class: note learned-caveat" in text and "MLP regression (R = 4)" in text
 
 
 def test_learned_judges_search_versions_apart() -> None:
@@ -566,3 +570,11 @@ def test_area_per_cell_counts_each_cell_once() -> None:
     np.testing.assert_allclose(cells["gt-modular"].mean(), (0.75 + 1.0) / 2)
     per_run = analysis.curve_areas(doubled).groupby("model")["area"].mean()
     np.testing.assert_allclose(per_run["gt-modular"], (0.75 * 6 + 1.0 * 12) / 18)
+
+
+def test_claim_parts_are_labelled_and_counted_in_the_right_number() -> None:
+    part = analysis._decide("one", [0.5], unit="settings", what="share of X", pct=True)
+    assert "1 setting)" in part.reason and "1 settings" not in part.reason
+    assert part.quantity == "share of X (fraction: 0.1 = 10%)"
+    many = analysis._decide("many", [0.1, 0.2, 0.3, 0.4], unit="cells", what="gap")
+    assert "4 cells)" in many.reason and many.quantity == "gap"

@@ -210,6 +210,11 @@ def _legend(fig: Figure, axes: Sequence[Any], *, ncols: int | None = None) -> No
     fig.legend(handles, labels, loc="outside lower center", ncols=ncols or len(labels))
 
 
+def _plural(n: int, noun: str) -> str:
+    """``"1 tie"``, ``"0 ties"``, ``"3 ties"``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _ci_note(confidence: float) -> str:
     return f"mean and {100 * confidence:.0f}% bootstrap CI over runs"
 
@@ -285,11 +290,15 @@ def fig3_ranking_pies(
             no_winner = int(result.loc[metrics.NO_WINNER, "wins"])
             if contest == "all":
                 title = (
-                    f"Best of four models\n{n} settings; {ties} ties, given to the first of\n"
+                    f"Best of four models\n{_plural(n, 'setting')}; {_plural(ties, 'tie')}, "
+                    "given to the first of\n"
                     "GT-Modular, Modular-op, Monolithic, Modular"
                 )
             else:
-                title = f"Modular vs Monolithic\n{n} settings; {ties} ties, ties to Monolithic"
+                title = (
+                    f"Modular vs Monolithic\n{_plural(n, 'setting')}; {_plural(ties, 'tie')}, "
+                    "ties to Monolithic"
+                )
             if no_winner:
                 title += f"; {no_winner} without a finite score"
             ax.set_title(title, fontsize=10)
