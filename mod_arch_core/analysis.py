@@ -1379,9 +1379,22 @@ def learned(
         "not learned",
         np.where(cells["separated"], "learned, separates", "learned, within noise"),
     )
-    columns = [*keys, "runs", "untrained", "final", "threshold", "learned", "baseline_final"]
-    columns += ["difference", "se", "separated", "verdict"]
-    return cells[columns].sort_values(keys, ignore_index=True)
+    return cells[[*keys, *_LEARNED_OUTPUTS]].sort_values(keys, ignore_index=True)
+
+
+#: Columns :func:`learned` adds to its cell keys.
+_LEARNED_OUTPUTS: tuple[str, ...] = (
+    "runs",
+    "untrained",
+    "final",
+    "threshold",
+    "learned",
+    "baseline_final",
+    "difference",
+    "se",
+    "separated",
+    "verdict",
+)
 
 
 def _rule_list(values: Iterable[Any]) -> str:
@@ -1420,10 +1433,22 @@ def learned_caveat(
     if stuck.empty and noisy.empty:
         return ""
 
+    extra = [c for c in cells.columns if c not in (*LEARNED_KEYS, *_LEARNED_OUTPUTS)]
+
+    def label(setting: str, task: str, values: tuple) -> str:
+        named = [str(setting).upper()]
+        for key, value in zip(extra, values, strict=True):
+            if key == "search_version":
+                named.append(f"search v{int(value)}")
+            else:
+                named.append(f"{key} {value}")
+        return " ".join([*named, task])
+
     def listing(part: pd.DataFrame) -> str:
         groups = []
-        for (setting, task), rows in part.groupby(["setting", "task"], sort=False):
-            groups.append(f"{str(setting).upper()} {task} (R = {_rule_list(rows['num_rules'])})")
+        for key, rows in part.groupby(["setting", "task", *extra], sort=False, dropna=False):
+            name = label(key[0], key[1], tuple(key[2:]))
+            groups.append(f"{name} (R = {_rule_list(rows['num_rules'])})")
         return "; ".join(groups)
 
     lines = []
@@ -1435,8 +1460,9 @@ def learned_caveat(
         if not fraction.empty:
             rule.append(f"regression loss at most {LEARNED_LOSS_FRACTION:g} of its untrained value")
         lines.append(
-            f"In {len(stuck)} of the {len(scope)} cells of {what}, even GT-Modular has not learned "
-            f"its task ({' and '.join(rule)}, `analysis.learned`): {listing(stuck)}. "
+            f"In {len(stuck)} of the {len(scope)} cells (setting, task, R) of {what}, even "
+            f"GT-Modular has not learned its task ({' and '.join(rule)}; `analysis.learned`): "
+            f"{listing(stuck)}. "
             "Differences between models there are differences between barely trained models, "
             "not evidence for or against the paper."
         )

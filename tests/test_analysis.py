@@ -506,7 +506,7 @@ def test_learned_caveat_names_exactly_the_cells_that_have_not_learned() -> None:
     text = analysis.learned_caveat(cells, what="Fig. 4")
     assert text.startswith("```{admonition} Not every cell has learned\n")
     assert ":class: warning learned-caveat" in text
-    assert "In 5 of the 8 cells of Fig. 4" in text
+    assert "In 5 of the 8 cells (setting, task, R) of Fig. 4" in text
     assert "MLP regression (R = 8, 16)" in text
     assert "MLP classification (R = 4, 8, 16)" in text
     assert "within seed noise" in text and "MLP regression (R = 4)" in text
@@ -540,6 +540,9 @@ def test_learned_judges_search_versions_apart() -> None:
     apart = analysis.learned(runs, curves, by=("search_version",))
     assert len(apart) == 2 * len(pooled)
     assert set(apart["search_version"]) == {1.0, 2.0}
+    text = analysis.learned_caveat(apart)
+    assert "MHA search v1 regression (R = 8, 16)" in text
+    assert "MHA search v2 regression (R = 8, 16)" in text
 
 
 def test_claim_reason_names_the_failing_part_before_an_inconclusive_one() -> None:

@@ -80,6 +80,49 @@ def test_notebook_follows_the_chapter_skeleton(path: Path) -> None:
     assert "setup_notebook(" in code, f"{path.name}: the Setup cell must call setup_notebook"
 
 
+_GLUE_FIGURE = re.compile(
+    r"```\{glue:figure\} (?P<key>\S+)\n(?P<options>(?::[^\n]*\n)+)\n(?P<caption>(?:(?!```).)+?)\n```"
+    r"(?P<after>\n*```\{glue:md\} (?P<caveat>\S+)\n:format: myst\n```)?",
+    re.S,
+)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_every_figure_is_pasted_with_a_name_alt_text_and_caption(path: Path) -> None:
+    """A figure cell glues its figure; a ``glue:figure`` gives it a label, alt text and caption.
+
+    The results figures (class ``results-figure``) are each followed by their glued caveat from
+    ``analysis.learned_caveat``; no caption types a number of runs or a checkpoint by hand.
+    """
+    nb = nbformat.read(path, as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    shown = set(re.findall(r'glue\(\s*"(fig_\w+)",\s*(?:show\(|shown\))', code))
+    unglued = re.sub(r'glue\(\s*"fig_\w+",\s*show\(|shown = show\(', "", code)
+    assert "show(" not in unglued, (
+        f"{path.name}: a figure is shown without being glued into a captioned figure"
+    )
+    pasted = {m["key"]: m for m in _GLUE_FIGURE.finditer(markdown)}
+    assert shown == set(pasted), f"{path.name}: glued {sorted(shown)}, pasted {sorted(pasted)}"
+    for key, match in pasted.items():
+        options = dict(line[1:].split(": ", 1) for line in match["options"].strip().splitlines())
+        assert options.get("name", "").startswith("fig-"), f"{key}: no :name: label"
+        assert len(options.get("alt", "")) > 40, f"{key}: the alt text is not a description"
+        assert options.get("width") == "100%", f"{key}: not drawn at full width"
+        assert len(match["caption"]) > 60 and match["caption"].startswith("**"), key
+        for cell in nb.cells:
+            for tag in cell.metadata.get("tags", []) if f'"{key}"' in cell.source else []:
+                assert tag != "remove-cell", f"{key}: its cell is removed, so is the figure"
+        if "results-figure" in options.get("figclass", ""):
+            assert (
+                "{glue:md}`results_md`" in match["caption"] or "results_md" in match["caption"]
+            ), f"{key}: the caption does not name the results"
+            assert match["caveat"] == key.replace("fig_", "caveat_", 1), (
+                f"{key}: no learned-ness caveat pasted after the figure"
+            )
+            assert f'"{match["caveat"]}"' in code, f"{key}: its caveat is never glued"
+
+
 # --------------------------------------------------------------------------------------
 # Book configuration
 # --------------------------------------------------------------------------------------

@@ -118,3 +118,23 @@ def test_one_shipped_configuration_reproduces_on_cpu() -> None:
             err_msg=column,
         )
     pd.testing.assert_series_equal(fresh["model_options"], shipped["model_options"])
+
+
+@pytest.mark.parametrize("folder", ["reference", "routing-quick"])
+def test_learned_judges_every_cell_of_the_shipped_results(folder: str) -> None:
+    """One verdict per (setting, task, R) of the results the chapters read, from the thresholds."""
+    from mod_arch_core import analysis
+
+    loaded = results.load(ROOT / "results" / folder)
+    cells = analysis.learned(loaded.runs, loaded.curves)
+    last = loaded.runs[loaded.runs["checkpoint"] == "last"]
+    expected = last[["setting", "task", "num_rules"]].drop_duplicates()
+    assert len(cells) == len(expected)
+    assert set(cells["verdict"]) <= {"learned, separates", "learned, within noise", "not learned"}
+    classification = cells["task"] == "classification"
+    assert (cells.loc[classification, "threshold"] == analysis.LEARNED_MAX_ERROR).all()
+    regression = cells[~classification]
+    np.testing.assert_allclose(
+        regression["threshold"], analysis.LEARNED_LOSS_FRACTION * regression["untrained"]
+    )
+    assert (cells["learned"] == (cells["final"] <= cells["threshold"])).all()

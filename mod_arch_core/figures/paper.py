@@ -612,7 +612,7 @@ def fig5_metrics_vs_rules(
         )
     rules = sorted(summary["num_rules"].unique())
     with figure_style():
-        fig, axes = _grid(len(rows), len(analysis.METRICS), figsize=(16.0, 3.0 * len(rows) + 1.1))
+        fig, axes = _grid(len(rows), len(analysis.METRICS), figsize=(14.0, 3.0 * len(rows) + 1.1))
         for i, row in enumerate(rows):
             for j, metric in enumerate(analysis.METRICS):
                 ax = axes[i, j]
@@ -653,7 +653,7 @@ def fig6_metrics_per_model(
     """
     summary = _metric_summary(runs, checkpoint, [], confidence)
     with figure_style():
-        fig, axes = _grid(1, len(analysis.METRICS), figsize=(16.0, 3.6))
+        fig, axes = _grid(1, len(analysis.METRICS), figsize=(14.0, 3.6))
         axes = axes.ravel()
         for ax, metric in zip(axes, analysis.METRICS, strict=True):
             part = summary[summary["metric"] == metric]
