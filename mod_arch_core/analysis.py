@@ -1468,7 +1468,8 @@ def learned_caveat(
         )
     if not noisy.empty:
         lines.append(
-            f"In {len(noisy)} learned cells GT-Modular and Monolithic are within seed noise "
+            f"In {_count(len(noisy), 'learned cells')} GT-Modular and Monolithic are within seed "
+            "noise "
             f"({SEPARATION_Z:g} standard errors of their difference): {listing(noisy)}; these "
             "seeds do not resolve which of the two is better there."
         )
