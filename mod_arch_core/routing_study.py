@@ -465,7 +465,8 @@ def describe_difference(row: pd.Series, digits: int = 3) -> str:
     if bool(row.get("is_relative", False)):
 
         def pct(value: float) -> str:
-            return f"{100 * value:+.0f}%"
+            # whole per cent, or one decimal below 1% (never "-0%")
+            return f"{100 * value:+.0f}%" if abs(value) >= 0.01 else f"{100 * value:+.1f}%"
 
         base = row.get("base", "the base model")
         return (
