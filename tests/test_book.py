@@ -601,7 +601,9 @@ function measure() {
   const doc = frame.contentDocument, win = frame.contentWindow;
   const art = doc.querySelector("article.bd-article") || doc.querySelector("main");
   const right = art.getBoundingClientRect().right;
-  const out = {figures: [], wide: [], bare_images: [], article_width: art.clientWidth};
+  const pad = win.getComputedStyle(art);
+  const inner = art.clientWidth - parseFloat(pad.paddingLeft) - parseFloat(pad.paddingRight);
+  const out = {figures: [], wide: [], bare_images: [], article_width: inner};
   for (const fig of art.querySelectorAll("figure")) {
     const img = fig.querySelector("img");
     const cap = fig.querySelector("figcaption");
