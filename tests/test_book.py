@@ -579,6 +579,9 @@ def test_landing_page_states_the_shipped_scale_next_to_the_papers() -> None:
 PROBE_PAGE = "__layout_probe__.html"
 #: Width of the probe's viewport: a common laptop.
 PROBE_WIDTH = 1280
+#: A sideways-scrolling box taller than this hides its scrollbar below the screen (900 px laptop
+#: viewport less the header and some text above the table).
+PROBE_SIGHT = 600
 #: The probe loads a page of the site in a same-origin iframe of a laptop's width, waits for
 #: MathJax, measures every figure, table and display formula of the article, and writes the
 #: result as JSON into its own DOM, which ``chromium --dump-dom`` prints.
@@ -589,6 +592,7 @@ _PROBE_HTML = """<!doctype html>
 <iframe id="frame" style="width:__WIDTH__px;height:900px;border:0"></iframe>
 <script>
 const target = new URLSearchParams(location.search).get("page");
+const SIGHT = __SIGHT__;  // px: the tallest box whose sideways scrollbar a reader still sees
 const frame = document.getElementById("frame");
 function scroller(el, stop, win) {
   for (let a = el; a && a !== stop; a = a.parentElement) {
@@ -634,10 +638,14 @@ function measure() {
       if ((ox === "hidden" || ox === "clip") && r.width > a.clientWidth + 1) { clipped = a.className; break; }
     }
     const past = r.right > right + 1;
-    if (clipped || (past && !box)) {
+    // a box that scrolls sideways shows its scrollbar at its bottom: out of sight when the box
+    // is taller than the viewport, so a reader sees a table cut off at the right
+    const hidden = box && box.scrollWidth > box.clientWidth + 1 && box.clientHeight > SIGHT;
+    if (clipped || (past && !box) || hidden) {
       out.wide.push({tag: el.tagName.toLowerCase(), width: Math.round(r.width),
                      text: el.textContent.replace(/\\s+/g, " ").trim().slice(0, 80),
-                     clipped_by: clipped, scrolls: !!box});
+                     clipped_by: clipped, scrolls: !!box,
+                     box_height: box ? box.clientHeight : 0});
     }
   }
   document.getElementById("probe-result").textContent = JSON.stringify(out);
@@ -649,7 +657,7 @@ frame.addEventListener("load", () => {
 });
 frame.src = target;
 </script></body></html>
-""".replace("__WIDTH__", str(PROBE_WIDTH))
+""".replace("__WIDTH__", str(PROBE_WIDTH)).replace("__SIGHT__", str(PROBE_SIGHT))
 
 #: Results chapters: the results folder each reads (a results figure there needs its caveat).
 RESULTS_PAGES: dict[str, str] = {
@@ -675,11 +683,14 @@ def _probe(site_url: str, relative: str) -> dict:
 
 
 def _looks_like_a_path(alt: str) -> bool:
+    """Empty, a file name, a hash, or one word with slashes: not a description of a figure."""
+    text = alt.strip()
     return bool(
-        not alt.strip()
-        or re.search(r"\.(svg|png|jpe?g|gif)$", alt.strip(), re.I)
-        or re.search(r"[0-9a-f]{24,}", alt)
-        or "/" in alt
+        not text
+        or re.search(r"\.(svg|png|jpe?g|gif)$", text, re.I)
+        or re.search(r"[0-9a-f]{24,}", text)
+        or ("/" in text and " " not in text)
+        or len(text.split()) < 5
     )
 
 
@@ -722,8 +733,13 @@ def test_figures_tables_and_caveats_as_a_reader_sees_them(built_site: Path, site
                 if not fig["link"].endswith(".svg"):
                     problems.append(f"{where}: no click-to-enlarge link to the full SVG")
         for element in found["wide"]:
+            how = (
+                f"scrolls only at its bottom, {element['box_height']} px down"
+                if element["scrolls"]
+                else "is cut off"
+            )
             problems.append(
-                f"{relative}: a {element['tag']} {element['width']} px wide is cut off "
+                f"{relative}: a {element['tag']} {element['width']} px wide {how} "
                 f"({element['text']!r})"
             )
         stem = Path(relative).stem
