@@ -8,22 +8,42 @@ computation, evaluates the ``last`` and ``best`` checkpoints and writes a result
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from mod_arch_core.validation import PAPER_MODELS, SETTINGS, TASKS
+from mod_arch_core.model_names import MODEL_NAMES, check_option_names
+from mod_arch_core.validation import (
+    MAX_SEEDS,
+    MAX_SIZE,
+    PAPER_MODELS,
+    SEED_LIMIT,
+    SETTINGS,
+    TASKS,
+    check_device_name,
+    parse_key_value,
+)
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
-    """Parse ``"0-4"``, ``"0,2,5"`` or ``"1"`` into a tuple of non-negative seeds."""
+    """Parse ``"0-4"``, ``"0,2,5"`` or ``"1"`` into a tuple of distinct seeds in ``[0, 2**32)``."""
     seeds: list[int] = []
     try:
         for part in text.split(","):
             part = part.strip()
-            if "-" in part:
+            if "-" in part[1:]:
                 low, high = (int(x) for x in part.split("-", 1))
                 if high < low:
                     raise ValueError
+                if high >= SEED_LIMIT or low < 0:
+                    raise argparse.ArgumentTypeError(
+                        f"seeds must lie in [0, 2**32 = {SEED_LIMIT}), got {text!r}"
+                    )
+                if high - low + 1 + len(seeds) > MAX_SEEDS:
+                    raise argparse.ArgumentTypeError(
+                        f"at most {MAX_SEEDS} seeds per list, got {text!r}"
+                    )
                 seeds.extend(range(low, high + 1))
             else:
                 seeds.append(int(part))
@@ -31,30 +51,34 @@ def parse_seeds(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(
             f"invalid seed list {text!r}: use a range '0-4', a list '0,2,5' or one seed '3'"
         ) from None
-    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"seeds must be distinct and >= 0, got {text!r}")
+    if any(s < 0 or s >= SEED_LIMIT for s in seeds):
+        raise argparse.ArgumentTypeError(
+            f"seeds must lie in [0, 2**32 = {SEED_LIMIT}), got {text!r}"
+        )
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be distinct, got {text!r}")
+    if len(seeds) > MAX_SEEDS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_SEEDS} seeds per list, got {len(seeds)}")
     return tuple(seeds)
 
 
-def _int_at_least(minimum: int):
-    """argparse type: an integer >= ``minimum``, with a message naming the bad value."""
+def _int_at_least(minimum: int, name: str, maximum: int = MAX_SIZE):
+    """argparse type: an integer in ``[minimum, maximum]``; messages name ``name`` and the bounds."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"expected an integer >= {minimum}, got {text!r}"
+                f"{name} must be an integer >= {minimum}, got {text!r}"
             ) from None
         if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+            raise argparse.ArgumentTypeError(f"{name} must be >= {minimum}, got {value}")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"{name} must be <= {maximum}, got {value}")
         return value
 
     return parse
-
-
-_positive_int = _int_at_least(1)
-_non_negative_int = _int_at_least(0)
 
 
 def _name(allowed: Sequence[str]):
@@ -67,10 +91,57 @@ def _name(allowed: Sequence[str]):
     return parse
 
 
-def _model_names() -> tuple[str, ...]:
-    from mod_arch_core import models
+def _lr(text: str) -> float:
+    """argparse type for ``--lr``: a finite number > 0 (``nan``, ``inf``, ``0``, ``-1`` refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"lr must be a finite number > 0, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"lr must be a finite number > 0, got {text!r}")
+    return value
 
-    return tuple(getattr(models, "MODEL_NAMES", PAPER_MODELS))
+
+def _device(text: str) -> str:
+    """argparse type: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (checked without torch)."""
+    try:
+        return check_device_name(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a device: use auto, cpu, cuda or cuda:N"
+        ) from None
+
+
+def _option(text: str) -> tuple[str, Any]:
+    """argparse type: one ``KEY=VALUE`` routing option, the value read as YAML."""
+    try:
+        return parse_key_value(text, what="--option", example="top_k=2")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _model_names() -> tuple[str, ...]:
+    """Every model name, from the torch-free :mod:`mod_arch_core.model_names`."""
+    return MODEL_NAMES
+
+
+def _check_train_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Checks across ``train`` flags, done before torch is imported (usage errors, exit 2)."""
+    if args.search_version != 1 and args.setting != "mha":
+        parser.error(
+            f"argument --search-version: applies to --setting mha only; got "
+            f"--search-version {args.search_version} with --setting {args.setting}"
+        )
+    options: dict[str, Any] = {}
+    for key, value in args.options:
+        if key in options:
+            parser.error(f"argument --option: {key} is given twice")
+        options[key] = value
+    try:
+        check_option_names(args.model, options)
+    except ValueError as error:
+        parser.error(f"argument --option: {error}")
+    args.options = options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,32 +175,36 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"model: {', '.join(_model_names())}",
     )
     t.add_argument(
-        "--num-rules", required=True, type=int, help="R, number of rules = number of modules (>= 2)"
+        "--num-rules",
+        required=True,
+        type=_int_at_least(2, "num_rules"),
+        help="R, number of rules = number of modules (>= 2)",
     )
     t.add_argument(
         "--option",
         dest="options",
         action="append",
         default=[],
+        type=_option,
         metavar="KEY=VALUE",
         help="routing option of the model (YAML value), e.g. top_k=2, balance_weight=0.1, "
         "entropy_weight=0.01, tau_start=2.0 (repeatable; see models.registry.MODELS)",
     )
     t.add_argument(
         "--encoder-dim",
-        type=_positive_int,
+        type=_int_at_least(1, "encoder_dim"),
         default=32,
         help="E: MLP encoder / MHA token width / RNN encoder width",
     )
     t.add_argument(
         "--dim",
-        type=_positive_int,
+        type=_int_at_least(1, "dim"),
         default=128,
         help="D (= 4E on the paper grid): MLP width / MHA attention width / LSTM hidden",
     )
     t.add_argument(
         "--search-version",
-        type=int,
+        type=_int_at_least(1, "search_version"),
         choices=(1, 2),
         default=1,
         help="MHA only: 1 nearest scalar query, 2 cosine",
@@ -145,22 +220,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--iterations",
-        type=_non_negative_int,
+        type=_int_at_least(0, "iterations"),
         default=None,
         help="optimizer steps (default: the paper's 100k MLP, 500k MHA/RNN)",
     )
     t.add_argument(
-        "--batch-size", type=_positive_int, default=256, help="examples or sequences per step"
+        "--batch-size",
+        type=_int_at_least(1, "batch_size"),
+        default=256,
+        help="examples or sequences per step",
     )
-    t.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
+    t.add_argument("--lr", type=_lr, default=1e-4, help="Adam learning rate (> 0)")
     t.add_argument(
         "--eval-every",
-        type=_positive_int,
+        type=_int_at_least(1, "eval_every"),
         default=5000,
         help="steps between evaluations (curve, best checkpoint)",
     )
     t.add_argument(
-        "--eval-batches", type=_positive_int, default=10, help="fresh batches per evaluation"
+        "--eval-batches",
+        type=_int_at_least(1, "eval_batches"),
+        default=10,
+        help="fresh batches per evaluation",
     )
     t.add_argument(
         "--budget",
@@ -168,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="quick",
         help="evaluation sample budget (paper = spec §5)",
     )
-    t.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    t.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N")
     t.add_argument(
         "--no-checkpoints", action="store_true", help="do not write safetensors checkpoints"
     )
@@ -227,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--workers",
-        type=_positive_int,
+        type=_int_at_least(1, "workers"),
         default=None,
         help="parallel workers (process: default min(cores, 2); submitit: array parallelism)",
     )
@@ -240,7 +321,16 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("slurm", "local", "debug"),
         help="submitit cluster (default: auto-detect)",
     )
-    s.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    s.add_argument(
+        "--slurm",
+        dest="submitit_parameters",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="submitit parameter of each array task (YAML value), e.g. slurm_partition=gpu, "
+        "timeout_min=120, mem_gb=8, gpus_per_node=1, cpus_per_task=4 (repeatable)",
+    )
+    s.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N")
     s.add_argument(
         "--checkpoints",
         action="store_true",
@@ -282,10 +372,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--setting", required=True, type=_name(SETTINGS), help=", ".join(SETTINGS))
     r.add_argument("--task", required=True, type=_name(TASKS), help=", ".join(TASKS))
     r.add_argument("--model", required=True, type=_name(PAPER_MODELS), help=", ".join(PAPER_MODELS))
-    r.add_argument("--num-rules", required=True, type=_int_at_least(2), help="R")
-    r.add_argument("--device", default="cpu", help="cpu or cuda")
+    r.add_argument("--num-rules", required=True, type=_int_at_least(2, "num_rules"), help="R")
+    r.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N")
     r.set_defaults(func=_cmd_reproduce)
     return parser
+
+
+def _check_shard(parser: argparse.ArgumentParser, text: str) -> None:
+    """``--shard i/n`` with integers 0 <= i < n (same rule as ``sweep.parse_shard``)."""
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        parser.error(f"argument --shard: must look like i/n with integers, e.g. 0/4; got {text!r}")
+    if count < 1 or not 0 <= index < count:
+        parser.error(f"argument --shard: {text!r} needs 0 <= i < n and n >= 1")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -294,12 +394,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     check_train_out(args.out, overwrite=args.overwrite)  # before any work (and torch's import)
     from mod_arch_core.evaluation import named_budget
     from mod_arch_core.experiment import run_experiment, save_experiment
-    from mod_arch_core.profiles import parse_override
     from mod_arch_core.training import TrainConfig
 
-    options = dict(parse_override(text) for text in args.options)
     config = TrainConfig(
-        model_options=options,
+        model_options=args.options,
         setting=args.setting,
         task=args.task,
         model=args.model,
@@ -346,7 +444,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from mod_arch_core.folders import check_out_path
 
     check_out_path(args.out)  # before any work; the folder's contents are checked by run_sweep
-    from mod_arch_core.profiles import load_profile
+    from mod_arch_core.profiles import load_profile, parse_override
     from mod_arch_core.sweep import collect, is_done, parse_shard, plan, run_sweep
 
     profile = load_profile(args.profile, args.overrides)
@@ -366,6 +464,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         device=args.device,
         checkpoints=args.checkpoints,
         submitit_cluster=args.cluster,
+        submitit_parameters=dict(parse_override(text) for text in args.submitit_parameters),
         overwrite=args.overwrite,
     )
     print(summary)
@@ -383,8 +482,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
+    from mod_arch_core.profiles import load_profile
     from mod_arch_core.sweep import collect
 
+    if args.profile is not None:
+        load_profile(args.profile)  # an unknown profile name fails before the folder is read
     merged = collect(args.out, allow_mixed=args.allow_mixed, profile=args.profile)
     print(
         f"collected {len(merged.runs)} run rows and {len(merged.curves)} curve rows into {merged.path}"
@@ -410,6 +512,10 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "train":
+        _check_train_args(parser, args)
+    if getattr(args, "shard", None) is not None:
+        _check_shard(parser, args.shard)
     try:
         return args.func(args)
     except (ValueError, TypeError, FileNotFoundError) as error:

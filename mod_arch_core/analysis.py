@@ -52,7 +52,7 @@ import pandas as pd
 
 from mod_arch_core import metrics
 from mod_arch_core.results import RUN_KEYS
-from mod_arch_core.validation import PAPER_MODELS, check_int
+from mod_arch_core.validation import PAPER_MODELS, check_finite_float, check_int, check_seed
 
 __all__ = [
     "CHECKPOINTS",
@@ -452,10 +452,15 @@ def bootstrap_ci(
     -------
     (mean, low, high); NaNs for no finite value, ``(x, x, x)`` for one.
     """
-    if not 0.0 < float(confidence) < 1.0:
+    confidence = check_finite_float(confidence, "confidence")
+    if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
     num_resamples = check_int(num_resamples, "num_resamples", minimum=1)
-    x = np.asarray(values, dtype=np.float64).ravel()
+    seed = check_seed(seed, "seed")
+    try:
+        x = np.asarray(values, dtype=np.float64).ravel()
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"values must be numbers, got {values!r:.80}") from error
     x = x[np.isfinite(x)]
     n = x.size
     if n == 0:

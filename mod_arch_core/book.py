@@ -53,11 +53,14 @@ __all__ = [
     "ExecutionReport",
     "NotebookExecutionError",
     "build_book",
+    "check_parameter_names",
+    "check_parameters",
     "check_profile",
     "declared_parameters",
     "execute_notebooks",
     "find_notebooks",
     "kernel_python",
+    "notebook_parameters",
     "notebook_stamp",
     "parse_param",
     "project_root",
@@ -172,8 +175,6 @@ def find_notebooks(
 
 def declared_parameters(notebook: str | os.PathLike[str]) -> set[str]:
     """Names assigned in a notebook's cell tagged ``parameters`` (empty if it has none)."""
-    import ast
-
     data = json.loads(Path(notebook).read_text(encoding="utf-8"))
     names: set[str] = set()
     for cell in data.get("cells", []):
@@ -182,13 +183,81 @@ def declared_parameters(notebook: str | os.PathLike[str]) -> set[str]:
         if "parameters" not in cell.get("metadata", {}).get("tags", []):
             continue
         source = cell.get("source", "")
-        source = "".join(source) if isinstance(source, list) else source
-        for node in ast.parse(source).body:
-            targets = (
-                node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
-            )
-            names.update(t.id for t in targets if isinstance(t, ast.Name))
+        names.update(_assigned_names("".join(source) if isinstance(source, list) else source))
     return names
+
+
+def _assigned_names(source: str) -> list[str]:
+    """Names assigned at the top level of Python ``source`` (in order, without repeats)."""
+    import ast
+
+    names: list[str] = []
+    for node in ast.parse(source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        names.extend(t.id for t in targets if isinstance(t, ast.Name) and t.id not in names)
+    return names
+
+
+def notebook_parameters(notebook: str | os.PathLike[str]) -> list[str]:
+    """The parameter names of a notebook as papermill sees them (``papermill.inspect_notebook``)."""
+    import papermill
+
+    return list(papermill.inspect_notebook(str(notebook)))
+
+
+def check_parameter_names(notebook: str | os.PathLike[str], names: Iterable[str]) -> None:
+    """Refuse ``names`` that the notebook's ``parameters`` cell does not declare.
+
+    papermill itself only warns (``Passed unknown parameter``) and runs the default, so a typo such
+    as ``num_rule=8`` would silently produce the page for ``num_rules=4``. The message names the
+    unknown parameters and lists the notebook's own.
+    """
+    declared = notebook_parameters(notebook)
+    unknown = sorted(set(names) - set(declared))
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {unknown} for notebook {Path(notebook).name}; its parameters "
+            f"are: {', '.join(declared) or '(none)'}"
+        )
+
+
+#: First line of the cell papermill injects after the ``parameters`` cell (its Python translator).
+INJECTED_HEADER = "# Parameters"
+
+
+def check_parameters(history: Sequence[str] | None = None) -> list[str]:
+    """Inside a notebook: refuse parameters papermill injected that the notebook does not declare.
+
+    Call it first thing in the cell after the ``parameters`` cell. papermill runs the ``parameters``
+    cell and then the cell it injects (tagged ``injected-parameters``, first line
+    :data:`INJECTED_HEADER`); this reads both back from the kernel's input history (``In``), most
+    recent first, and raises ``ValueError`` naming every injected name that the parameters cell
+    does not assign, with the list of those it does. Run interactively (no injected cell), it
+    does nothing. ``history`` (the cells' sources in execution order) is for tests; by default it
+    is IPython's. Returns the injected names.
+    """
+    if history is None:
+        try:
+            from IPython import get_ipython
+        except ImportError:  # not in a kernel
+            return []
+        shell = get_ipython()
+        if shell is None:
+            return []
+        history = list(shell.history_manager.input_hist_raw)
+    history = [h if isinstance(h, str) else "" for h in history]
+    for position in range(len(history) - 1, 0, -1):
+        if history[position].lstrip().startswith(INJECTED_HEADER):
+            injected = _assigned_names(history[position])
+            declared = _assigned_names(history[position - 1])
+            unknown = [name for name in injected if name not in declared]
+            if unknown:
+                raise ValueError(
+                    f"unknown parameter(s) {unknown}: this notebook's parameters are "
+                    f"{', '.join(declared) or '(none)'}"
+                )
+            return injected
+    return []
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -385,7 +454,9 @@ def execute_notebooks(
     names : iterable of str, optional
         Notebook stems or file names; all of ``notebooks/*.ipynb`` when omitted.
     parameters : mapping, optional
-        Values injected into every notebook after its ``parameters`` cell (on top of ``profile``).
+        Values injected into every notebook after its ``parameters`` cell (on top of ``profile``);
+        a name that some selected notebook does not declare raises ``ValueError`` before anything
+        runs (:func:`check_parameter_names`).
     declared_only : mapping, optional
         Values injected only into the notebooks whose ``parameters`` cell defines them
         (:func:`declared_parameters`), e.g. ``{"results_path": ...}`` for the results chapters;
@@ -426,12 +497,15 @@ def execute_notebooks(
     if not sources:
         return []
     declared = {source: declared_parameters(source) for source in sources}
+    for source in sources:  # parameters for every notebook: each must declare every one
+        check_parameter_names(source, params)
     extra = dict(declared_only or {})
     unused = sorted(k for k in extra if not any(k in names_ for names_ in declared.values()))
     if unused:
+        listed = "; ".join(f"{s.stem}: {', '.join(sorted(declared[s]))}" for s in sources)
         raise ValueError(
-            f"parameters {unused} are not defined by any selected notebook "
-            f"({', '.join(s.stem for s in sources)})"
+            f"parameters {unused} are not defined by any selected notebook; their parameters "
+            f"are {listed}"
         )
     _check_kernel(kernel_name)
 

@@ -40,6 +40,7 @@ __all__ = [
     "METRIC_NAMES",
     "NO_WINNER",
     "PAPER_RANK_ORDER",
+    "PROBABILITY_ATOL",
     "SUB_RANK_ORDER",
     "ActivationAccumulator",
     "activation_matrix",
@@ -128,6 +129,50 @@ def _scalar_or_array(value: np.ndarray) -> float | np.ndarray:
     return float(value) if np.ndim(value) == 0 else value
 
 
+#: Tolerance on "sums to 1" for score vectors and distributions: float32 softmax outputs over
+#: R <= 32 modules sum to 1 within about 1e-6, so 1e-3 only catches vectors that are not
+#: probability distributions at all (e.g. unnormalised logits or counts).
+PROBABILITY_ATOL = 1e-3
+
+
+def _check_probabilities(a: np.ndarray, name: str, *, allow_nan: bool = False) -> None:
+    """Refuse ``a (..., R)`` unless every row is a probability vector (within PROBABILITY_ATOL).
+
+    Entries must be finite (NaN too, unless ``allow_nan``: a diverged run's rows are NaN and are
+    passed through), in ``[0, 1]``, and each row must sum to 1.
+    """
+    finite = np.isfinite(a)
+    if not finite.all():
+        bad = a[~finite]
+        if not allow_nan or np.isinf(bad).any():
+            what = "inf" if np.isinf(bad).any() else "NaN"
+            allowed = (
+                "NaN (a diverged run) is the only non-finite value allowed"
+                if allow_nan
+                else ("every entry must be finite")
+            )
+            raise ValueError(f"{name} must hold probabilities; it contains {what} ({allowed})")
+    values = a[finite]
+    if values.size and values.min() < -PROBABILITY_ATOL:
+        raise ValueError(
+            f"{name} must hold probabilities in [0, 1] (non-negative); its smallest entry is "
+            f"{values.min():.6g}"
+        )
+    if values.size and values.max() > 1 + PROBABILITY_ATOL:
+        raise ValueError(
+            f"{name} must hold probabilities in [0, 1]; its largest entry is {values.max():.6g}"
+        )
+    rows = a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
+    rows = rows[np.isfinite(rows).all(axis=-1)]
+    sums = rows.sum(axis=-1)
+    off = np.abs(sums - 1.0) > PROBABILITY_ATOL
+    if off.any():
+        raise ValueError(
+            f"{name} must be probability vectors along its last axis (each summing to 1 within "
+            f"{PROBABILITY_ATOL}); found a row summing to {sums[off][0]:.6g}"
+        )
+
+
 # --------------------------------------------------------------------------------------
 # Performance (spec §5.1)
 # --------------------------------------------------------------------------------------
@@ -170,7 +215,8 @@ def regression_loss(pred: Any, target: Any, *, per_run: bool = False) -> float |
     float, or ndarray ``(N,)`` when ``per_run``; range ``[0, inf)``, lower is better.
     """
     a, b = _check_pair(pred, target, ("pred", "target"), per_run)
-    return _mean(np.abs(a - b.astype(np.float64)), per_run)
+    b = _as_float(b, "target")
+    return _mean(np.abs(a - b), per_run)
 
 
 def classification_error(logits: Any, target: Any, *, per_run: bool = False) -> float | np.ndarray:
@@ -233,9 +279,12 @@ class ActivationAccumulator:
     """Streaming estimate of P[r, m] = (1/R) E[p_m | c = r] (spec §5.2).
 
     Feed batches with :meth:`update`, then read :meth:`matrix`. Sums are kept in
-    float64, so 10^7 tokens cost nothing in precision. Non-finite scores are summed as
-    they are: a diverged run's P holds NaN (which every P metric then refuses) while the
-    other runs of a stack are unaffected.
+    float64, so 10^7 tokens cost nothing in precision. Scores must be probability vectors
+    over the modules: entries in [0, 1], each row summing to 1 within
+    :data:`PROBABILITY_ATOL`; negative, infinite or unnormalised scores raise ``ValueError``.
+    NaN is the one exception: a diverged run's scores are NaN and are summed as they are, so
+    its P holds NaN (which every P metric then refuses) while the other runs of a stack are
+    unaffected.
 
     Parameters
     ----------
@@ -283,6 +332,7 @@ class ActivationAccumulator:
             )
         if not np.issubdtype(c.dtype, np.integer):
             raise TypeError(f"rules must be an integer array, got dtype {c.dtype}")
+        _check_probabilities(s, "scores", allow_nan=True)
         if c.size and (c.min() < 0 or c.max() >= r):
             raise ValueError(
                 f"rules must lie in [0, {r - 1}], got values in [{c.min()}, {c.max()}]"
@@ -542,7 +592,9 @@ def adaptation_score(p: Any, q: Any) -> float | np.ndarray:
     Parameters
     ----------
     p, q : arrays ``(..., R)``, broadcastable against each other
-        Rule distribution and mean module activation.
+        Rule distribution and mean module activation: probability vectors along the last axis
+        (finite, non-negative, each summing to 1 within :data:`PROBABILITY_ATOL`); anything
+        else raises ``ValueError`` naming ``p`` or ``q``.
 
     Returns
     -------
@@ -552,8 +604,8 @@ def adaptation_score(p: Any, q: Any) -> float | np.ndarray:
     b = _as_float(q, "q")
     if a.ndim < 1 or b.ndim < 1 or a.shape[-1] != b.shape[-1]:
         raise ValueError(f"p and q must share their last axis (R), got {a.shape} and {b.shape}")
-    if not (np.isfinite(a).all() and np.isfinite(b).all()):
-        raise ValueError("p and q must be finite; got NaN or inf")
+    _check_probabilities(a, "p")
+    _check_probabilities(b, "q")
     diff = np.abs(np.sort(a, axis=-1) - np.sort(b, axis=-1))
     return _scalar_or_array(0.5 * diff.sum(axis=-1))
 
@@ -582,6 +634,8 @@ def adaptation_from_marginals(draws: Any, q_per_draw: Any) -> float | np.ndarray
         raise ValueError(
             f"q_per_draw must have shape (..., {d.shape[0]}, {d.shape[1]}), got {q.shape}"
         )
+    _check_probabilities(d, "draws")
+    _check_probabilities(q, "q_per_draw")
     return _scalar_or_array(np.asarray(adaptation_score(d, q)).mean(axis=-1))
 
 
@@ -608,6 +662,7 @@ def adaptation_static(q: Any, num_rules: int, num_draws: int = 100) -> float | n
     qa = np.full(r, 1.0 / r) if q is None else _as_float(q, "q")
     if qa.ndim < 1 or qa.shape[-1] != r:
         raise ValueError(f"q must have shape (..., {r}) for num_rules = {r}, got {qa.shape}")
+    _check_probabilities(qa, "q")
     return _scalar_or_array(np.asarray(adaptation_score(draws, qa[..., None, :])).mean(axis=-1))
 
 

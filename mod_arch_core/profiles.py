@@ -10,6 +10,15 @@ A profile is a YAML file in ``mod_arch_core/profiles/`` read into :class:`Profil
 
 Any field can be overridden (``--set num_rules=[2,4]``, ``--set iterations.mlp=2000``, or a papermill
 ``overrides`` dict); :func:`apply_overrides` validates every override by name and type.
+
+What is checked (every message names the field and what is allowed): unknown fields, and unknown
+keys of the mapping fields (``iterations.mpl``, ``model_options={modullar: ...}``, ``budget.foo``);
+list fields (``settings``, ``tasks``, ``models``, ``num_rules``, ``capacities``, ``data_seeds``,
+``seeds``, ``search_versions``) must be lists: ``num_rules=4`` is refused with "num_rules must be
+a list, e.g. num_rules=[2, 4]" rather than read as ``[4]``, so that a value that was meant as a
+list is never silently narrowed; routing options must be valid for their model at every R of
+the grid (checked on the meta device); a YAML syntax error in a profile file names the file, line
+and column.
 """
 
 from __future__ import annotations
@@ -25,8 +34,20 @@ from typing import Any
 import yaml
 
 from mod_arch_core.evaluation import BUDGETS, EvalBudget
+from mod_arch_core.model_names import MODEL_NAMES
+from mod_arch_core.models import check_model_options
 from mod_arch_core.training import TrainConfig
-from mod_arch_core.validation import PAPER_MODELS, SETTINGS, TASKS, canonical_name, check_int
+from mod_arch_core.validation import (
+    PAPER_MODELS,
+    SETTINGS,
+    TASKS,
+    canonical_name,
+    check_int,
+    check_list,
+    check_positive_float,
+    check_seed,
+    parse_key_value,
+)
 
 PROFILE_DIR = Path(str(resources.files("mod_arch_core") / "profiles"))
 
@@ -59,43 +80,72 @@ class Profile:
     model_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per model name
 
     def __post_init__(self) -> None:
-        settings = tuple(canonical_name(s, "settings", SETTINGS) for s in self.settings)
-        tasks = tuple(canonical_name(t, "tasks", TASKS) for t in self.tasks)
-        from mod_arch_core import models as model_package
-
-        allowed_models = tuple(getattr(model_package, "MODEL_NAMES", PAPER_MODELS))
-        names = tuple(canonical_name(m, "models", allowed_models) for m in self.models)
+        for name in ("name", "description"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"{name} must be a string, got {getattr(self, name)!r}")
+        settings = tuple(
+            canonical_name(s, "settings", SETTINGS)
+            for s in check_list(self.settings, "settings", "[mlp, mha]")
+        )
+        tasks = tuple(
+            canonical_name(t, "tasks", TASKS)
+            for t in check_list(self.tasks, "tasks", "[regression]")
+        )
+        names = tuple(
+            canonical_name(m, "models", MODEL_NAMES)
+            for m in check_list(self.models, "models", "[modular, monolithic]")
+        )
         object.__setattr__(self, "settings", settings)
         object.__setattr__(self, "tasks", tasks)
         object.__setattr__(self, "models", names)
         object.__setattr__(
-            self, "num_rules", tuple(check_int(r, "num_rules", minimum=2) for r in self.num_rules)
+            self,
+            "num_rules",
+            tuple(
+                check_int(r, "num_rules", minimum=2)
+                for r in check_list(self.num_rules, "num_rules", "[2, 4]")
+            ),
         )
         capacities = []
-        for pair in self.capacities:
+        for pair in check_list(self.capacities, "capacities", "[[32, 128]]"):
             if not isinstance(pair, list | tuple) or len(pair) != 2:
-                raise ValueError(f"capacities must be [E, D] pairs, got {pair!r}")
+                raise ValueError(
+                    f"capacities must be a list of [E, D] pairs, e.g. [[32, 128]]; got {pair!r}"
+                )
             capacities.append(
                 (
-                    check_int(pair[0], "capacity E", minimum=1),
-                    check_int(pair[1], "capacity D", minimum=1),
+                    check_int(pair[0], "capacities E", minimum=1),
+                    check_int(pair[1], "capacities D", minimum=1),
                 )
             )
         object.__setattr__(self, "capacities", tuple(capacities))
         for name in ("data_seeds", "seeds"):
-            object.__setattr__(
-                self, name, tuple(check_int(s, name, minimum=0) for s in getattr(self, name))
+            seeds = tuple(
+                check_seed(s, name) for s in check_list(getattr(self, name), name, "[0, 1]")
             )
-        versions = tuple(int(v) for v in self.search_versions)
-        if not set(versions) <= {1, 2} or not versions:
+            if len(set(seeds)) != len(seeds):
+                raise ValueError(f"{name} must not repeat a seed, got {list(seeds)}")
+            object.__setattr__(self, name, seeds)
+        versions = check_list(self.search_versions, "search_versions", "[1, 2]")
+        if not versions or any(isinstance(v, bool) or v not in (1, 2) for v in versions):
             raise ValueError(
-                f"search_versions must be a non-empty subset of [1, 2], got {list(versions)}"
+                f"search_versions must be a non-empty subset of [1, 2], got {versions!r}"
             )
-        object.__setattr__(self, "search_versions", versions)
+        object.__setattr__(self, "search_versions", tuple(int(v) for v in versions))
         for name in ("iterations", "eval_every"):
             value = getattr(self, name)
-            if isinstance(value, int):
+            if isinstance(value, int) and not isinstance(value, bool):
                 value = dict.fromkeys(SETTINGS, value)
+            if not isinstance(value, dict):
+                raise TypeError(
+                    f"{name} must be an integer or a mapping setting -> integer, e.g. "
+                    f"{name}={{mlp: 2000, mha: 600, rnn: 500}}; got {value!r}"
+                )
+            unknown = sorted(str(k) for k in value if k not in SETTINGS)
+            if unknown:
+                raise ValueError(
+                    f"{name} has unknown settings {unknown}; allowed: {', '.join(SETTINGS)}"
+                )
             missing = [s for s in settings if s not in value]
             if missing:
                 raise ValueError(f"{name} needs a value for settings {missing}, got {value}")
@@ -107,6 +157,11 @@ class Profile:
                     for s, v in value.items()
                 },
             )
+        for name in ("eval_batches", "batch_size", "seq_len"):
+            minimum = 2 if name == "seq_len" and "mha" in settings else 1
+            check_int(getattr(self, name), name, minimum=minimum)
+        check_positive_float(self.lr, "lr")
+        object.__setattr__(self, "model_options", self._checked_model_options())
         if not all(
             (
                 self.settings,
@@ -118,8 +173,30 @@ class Profile:
                 self.seeds,
             )
         ):
-            raise ValueError(f"profile {self.name!r} has an empty grid axis")
+            raise ValueError(
+                f"profile {self.name!r} has an empty grid axis: settings, tasks, models, num_rules, "
+                "capacities, data_seeds and seeds each need at least one value"
+            )
         self.eval_budget()  # validates
+
+    def _checked_model_options(self) -> dict[str, dict[str, Any]]:
+        """``model_options``: model name (one of ``models``) -> options valid for that model."""
+        if not isinstance(self.model_options, dict):
+            raise TypeError(
+                "model_options must be a mapping model -> options, e.g. "
+                f"model_options={{modular-topk: {{top_k: 2}}}}; got {self.model_options!r}"
+            )
+        checked = {}
+        for model, options in self.model_options.items():
+            name = canonical_name(model, "model in model_options", MODEL_NAMES)
+            if name not in self.models:
+                raise ValueError(
+                    f"model_options names model {name!r}, which is not in models "
+                    f"{list(self.models)}; its options would never be used"
+                )
+            for num_rules in self.num_rules:
+                checked[name] = check_model_options(name, options, num_rules)
+        return checked
 
     def eval_budget(self) -> EvalBudget:
         """The evaluation budget: a named one or explicit fields."""
@@ -129,9 +206,20 @@ class Profile:
                     f"unknown budget {self.budget!r}; allowed: {', '.join(BUDGETS)} or a mapping"
                 )
             return BUDGETS[self.budget]
+        if not isinstance(self.budget, dict):
+            raise TypeError(
+                f"budget must be a name ({', '.join(BUDGETS)}) or a mapping of EvalBudget fields, "
+                f"got {self.budget!r}"
+            )
         fields = dict(self.budget)
+        known = [f.name for f in dataclasses.fields(EvalBudget)]
+        unknown = sorted(str(k) for k in fields if k not in known)
+        if unknown:
+            raise ValueError(f"budget has unknown fields {unknown}; allowed: {', '.join(known)}")
         if "lengths" in fields:
-            fields["lengths"] = tuple(fields["lengths"])
+            fields["lengths"] = tuple(
+                check_list(fields["lengths"], "budget.lengths", "[3, 10, 30]")
+            )
         return EvalBudget(**fields)
 
     def configurations(self, device: str = "auto") -> list[TrainConfig]:
@@ -192,6 +280,11 @@ def load_profile(
     name_or_path: str | Path, overrides: dict[str, Any] | list[str] | None = None
 ) -> Profile:
     """Load a shipped profile by name (or a YAML file by path) and apply ``overrides``."""
+    if not isinstance(name_or_path, str | Path) or not str(name_or_path).strip():
+        raise ValueError(
+            f"profile must be a profile name ({', '.join(available_profiles())}) or a YAML file, "
+            f"got {name_or_path!r}"
+        )
     path = Path(name_or_path)
     if not path.suffix:
         path = PROFILE_DIR / f"{name_or_path}.yaml"
@@ -199,13 +292,23 @@ def load_profile(
             raise ValueError(
                 f"unknown profile {str(name_or_path)!r}; available: {', '.join(available_profiles())}"
             )
-    elif not path.exists():
-        raise FileNotFoundError(f"profile file {path} does not exist")
-    data = yaml.safe_load(path.read_text())
+    elif not path.is_file():
+        raise FileNotFoundError(
+            f"profile file {path} does not exist (named profiles: {', '.join(available_profiles())})"
+        )
+    data = _read_yaml(path)
     if not isinstance(data, dict):
-        raise ValueError(f"profile file {path} must hold a mapping, got {type(data).__name__}")
+        raise ValueError(
+            f"profile file {path} must hold a mapping of profile fields, got {type(data).__name__}"
+        )
     data.setdefault("name", path.stem)
-    data = apply_overrides(data, overrides or {})
+    if overrides is not None and not isinstance(overrides, dict | list | tuple):
+        raise TypeError(
+            f"overrides must be a mapping or a list of KEY=VALUE strings, got {overrides!r}"
+        )
+    data = apply_overrides(
+        data, list(overrides) if isinstance(overrides, tuple) else overrides or {}
+    )
     known = {f.name for f in dataclasses.fields(Profile)}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -215,21 +318,39 @@ def load_profile(
     return Profile(**data)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key given twice in one mapping."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"field {key!r} is given twice", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _read_yaml(path: Path) -> Any:
+    """The YAML document in ``path``; a syntax error names the file, line and column."""
+    try:
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(error, "problem", None) or str(error)
+        raise ValueError(f"profile file {where}: invalid YAML: {problem}") from None
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """Parse one ``key=value`` override; the value is YAML (``[2, 4]``, ``2000``, ``cpu``)."""
-    if "=" not in text:
-        raise ValueError(f"malformed override {text!r}: expected KEY=VALUE, e.g. num_rules=[2,4]")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key:
-        raise ValueError(f"malformed override {text!r}: empty key")
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError as error:
-        raise ValueError(
-            f"malformed override {text!r}: value is not valid YAML ({error})"
-        ) from error
-    return key, value
+    return parse_key_value(text, what="override", example="num_rules=[2,4]")
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | list[str]) -> dict[str, Any]:
@@ -252,7 +373,21 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | list[str])
                 f"unknown profile field {head!r} in override {key!r}; known: {sorted(known)}"
             )
         if rest:
-            target = data.get(head)
+            allowed = _nested_keys(head)
+            if allowed is None:
+                raise ValueError(
+                    f"override {key!r}: field {head!r} is not a mapping; dotted keys reach into "
+                    "iterations, eval_every, budget and model_options"
+                )
+            if head == "model_options":
+                rest = canonical_name(rest, f"model in override {key!r}", MODEL_NAMES)
+            if rest not in allowed:
+                raise ValueError(
+                    f"override {key!r}: unknown key {rest!r} of {head}; allowed: {', '.join(allowed)}"
+                )
+            target = data.get(head, {})
+            if head == "budget" and isinstance(target, str):
+                target = dataclasses.asdict(BUDGETS.get(target, EvalBudget()))
             if isinstance(target, int) and head in ("iterations", "eval_every"):
                 target = dict.fromkeys(SETTINGS, target)
             if not isinstance(target, dict):
@@ -263,3 +398,14 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | list[str])
         else:
             data[head] = value
     return data
+
+
+def _nested_keys(head: str) -> tuple[str, ...] | None:
+    """Keys a dotted override ``HEAD.KEY`` may name, or None if ``head`` is not a mapping field."""
+    if head in ("iterations", "eval_every"):
+        return SETTINGS
+    if head == "model_options":
+        return MODEL_NAMES
+    if head == "budget":
+        return tuple(f.name for f in dataclasses.fields(EvalBudget))
+    return None

@@ -198,13 +198,43 @@ def conform(df: pd.DataFrame, columns: dict[str, tuple[str, str]]) -> pd.DataFra
     for column, (kind, _) in columns.items():
         if column not in df.columns:
             df[column] = np.nan
-        if kind == "f":
-            df[column] = pd.to_numeric(df[column], errors="raise").astype("float64")
-        elif kind == "i":
-            df[column] = pd.to_numeric(df[column], errors="raise").astype("int64")
-        else:
-            df[column] = df[column].fillna("").astype(str)
+        try:
+            if kind == "f":
+                df[column] = pd.to_numeric(df[column], errors="raise").astype("float64")
+            elif kind == "i":
+                df[column] = pd.to_numeric(df[column], errors="raise").astype("int64")
+            else:
+                df[column] = df[column].fillna("").astype(str)
+        except (TypeError, ValueError) as error:
+            wanted = {"f": "numbers", "i": "integers", "s": "strings"}[kind]
+            raise ResultsError(f"column {column!r} must hold {wanted}: {error}") from None
     return df[list(columns)]
+
+
+#: Columns a stored table may lack because they were added after it was written; every other
+#: schema column must be in the file (:func:`load` refuses a table missing one).
+LEGACY_OPTIONAL_COLUMNS: frozenset[str] = frozenset({"model_options"})
+
+
+def _check_stored(df: pd.DataFrame, columns: dict[str, tuple[str, str]], file: Path,
+                  expected_rows: Any) -> None:  # fmt: skip
+    """A stored table has every schema column and the row count its ``meta.json`` records."""
+    missing = [c for c in columns if c not in df.columns and c not in LEGACY_OPTIONAL_COLUMNS]
+    if missing:
+        raise ResultsError(
+            f"{file} lacks the schema column(s) {missing}; the table was damaged or written by "
+            "other code; recompute it (a sweep re-runs only what is missing)"
+        )
+    if isinstance(expected_rows, bool) or not isinstance(expected_rows, int):
+        raise ResultsError(
+            f"{file}: meta.json must record its row count under rows.{file.stem}, got "
+            f"{expected_rows!r}; recompute or re-collect the results"
+        )
+    if len(df) != expected_rows:
+        raise ResultsError(
+            f"{file} has {len(df)} rows but meta.json records {expected_rows} rows; the table was "
+            "truncated or replaced; recompute it"
+        )
 
 
 def validate_runs(df: pd.DataFrame, *, where: str = "runs table") -> pd.DataFrame:
@@ -314,7 +344,9 @@ def load(path: str | Path, *, verify: bool = True) -> Results:
     Raises
     ------
     FileNotFoundError if the folder or one of its files is missing, saying how to produce it;
-    ResultsError if a checksum or the schema does not match, naming the file.
+    ResultsError if a checksum or the schema does not match, if a schema column is missing
+    (only :data:`LEGACY_OPTIONAL_COLUMNS` may be; a dropped ``perf`` is never read back as NaN) or
+    if a table's row count differs from the one ``meta.json`` records, naming the file.
     """
     path = Path(path)
     meta_file = path / META_FILE
@@ -330,6 +362,8 @@ def load(path: str | Path, *, verify: bool = True) -> Results:
         raise ResultsError(
             f"{meta_file} is not valid JSON ({error}); recompute the results"
         ) from error
+    if not isinstance(meta, dict):
+        raise ResultsError(f"{meta_file} must hold a JSON object, got {type(meta).__name__}")
     for name in (RUNS_FILE, CURVES_FILE):
         file = path / name
         if not file.exists():
@@ -348,6 +382,9 @@ def load(path: str | Path, *, verify: bool = True) -> Results:
         curves = pd.read_parquet(path / CURVES_FILE)
     except Exception as error:  # pyarrow raises several types for damaged files
         raise ResultsError(f"cannot read the tables of {path}: {error}") from error
+    rows = meta.get("rows") if isinstance(meta.get("rows"), dict) else {}
+    _check_stored(runs, RUN_COLUMNS, path / RUNS_FILE, rows.get("runs"))
+    _check_stored(curves, CURVE_COLUMNS, path / CURVES_FILE, rows.get("curves"))
     runs = validate_runs(runs, where=str(path / RUNS_FILE))
     curves = validate_curves(curves, where=str(path / CURVES_FILE))
     return Results(runs=runs, curves=curves, meta=meta, path=path)

@@ -27,7 +27,11 @@ future needs ``result()``): pass it as ``executor=`` to :func:`run_sweep`. Built
   ``cores // workers`` torch threads each so they do not oversubscribe the CPU;
 * ``submitit``: Slurm job arrays through ``submitit.AutoExecutor`` (one array task per chunk of
   configurations, at most ``max_array`` tasks); ``submitit_cluster="local"`` or ``"debug"`` runs the
-  same path without a cluster. A Dask ``distributed.Client`` plugs in the same way as any executor.
+  same path without a cluster. An array task skips configurations already complete, so one that
+  Slurm runs twice (requeue, preemption) redoes nothing; a task that ends without a result
+  (``scancel``, a lost node) lists its configurations as failed; on clusters without accounting
+  the job states come from ``squeue`` (:mod:`mod_arch_core.slurm`). A Dask
+  ``distributed.Client`` plugs in the same way as any executor.
 """
 
 from __future__ import annotations
@@ -133,8 +137,10 @@ def run_job(job: Job, threads: int | None = None, checkpoints: bool = False) -> 
     """Run one configuration and write its folder; returns a summary row (never raises)."""
     import torch
 
+    from mod_arch_core import slurm
     from mod_arch_core.experiment import save_experiment
 
+    threads = threads or slurm.cpus_per_task()
     if threads:
         torch.set_num_threads(threads)
     start = time.perf_counter()
@@ -145,6 +151,8 @@ def run_job(job: Job, threads: int | None = None, checkpoints: bool = False) -> 
             "profile": job.profile,
             "budget": job.budget.to_dict(),
         }
+        if slurm.task_attempt():
+            meta["slurm"] = slurm.task_attempt()  # which array task and attempt wrote it
         folders.write_folder(
             job.folder,
             lambda tmp: save_experiment(output, tmp, checkpoints=checkpoints, meta=meta),
@@ -166,8 +174,45 @@ def run_job(job: Job, threads: int | None = None, checkpoints: bool = False) -> 
 def run_jobs(
     jobs: Sequence[Job], threads: int | None = None, checkpoints: bool = False
 ) -> list[dict[str, Any]]:
-    """Run several jobs one after the other (the body of a Slurm array task)."""
-    return [run_job(job, threads, checkpoints) for job in jobs]
+    """Run several jobs one after the other (the body of a Slurm array task).
+
+    A job whose folder is already complete is skipped, so an array task that runs twice (requeued
+    by ``scontrol requeue``, preemption or a lost node) redoes only what its first attempt left.
+    """
+    return [
+        skipped_row(job) if is_done(job) else run_job(job, threads, checkpoints) for job in jobs
+    ]
+
+
+def skipped_row(job: Job) -> dict[str, Any]:
+    """Summary row of a job found complete (not run again)."""
+    return {
+        "configuration": job.label,
+        "setting": job.config.setting,
+        "runs": job.config.num_runs,
+        "status": "skipped",
+        "seconds": 0.0,
+        "error": "",
+    }
+
+
+def task_rows(future: Any, jobs: Sequence[Job]) -> list[dict[str, Any]]:
+    """Rows of a finished task; if it ended without a result (cancelled, killed), one per job.
+
+    Jobs of such a task that completed before it ended are reported ``done``; the rest
+    ``failed`` with the task's error, so the sweep goes on with the other tasks and a re-run
+    finishes only what is missing.
+    """
+    try:
+        return future.result()
+    except Exception as error:
+        reason = f"{type(error).__name__}: {error}"[:2000]
+        return [
+            {**skipped_row(job), "status": "done"}
+            if is_done(job)
+            else {**skipped_row(job), "status": "failed", "error": reason}
+            for job in jobs
+        ]
 
 
 class SerialExecutor(concurrent.futures.Executor):
@@ -212,7 +257,12 @@ def make_executor(
                 "executor 'submitit' needs the submitit package: pip install submitit"
             ) from error
         executor = submitit.AutoExecutor(folder=Path(out) / "submitit", cluster=submitit_cluster)
-        params = {"timeout_min": 240, "slurm_array_parallelism": workers or 64, **(slurm or {})}
+        params = {
+            "timeout_min": 240,
+            "cpus_per_task": 1,  # also each task's torch threads (SLURM_CPUS_PER_TASK)
+            "slurm_array_parallelism": workers or 64,
+            **(slurm or {}),
+        }
         if submitit_cluster in ("local", "debug"):
             params = {k: v for k, v in params.items() if not k.startswith("slurm")}
         executor.update_parameters(**params)
@@ -285,6 +335,7 @@ def run_sweep(
     checkpoints: bool = False,
     progress: bool | None = None,
     submitit_cluster: str | None = None,
+    submitit_parameters: dict[str, Any] | None = None,
     max_array: int = 1000,
     overwrite: bool = False,
 ) -> SweepSummary:
@@ -295,7 +346,10 @@ def run_sweep(
     new, empty or a sweep folder of the same profile (:func:`mod_arch_core.folders.check_sweep_out`);
     ``overwrite=True`` empties any other folder first. While the sweep runs it holds the shard's
     lock (:func:`mod_arch_core.folders.sweep_lock`); at its start it removes stale temporary files
-    of the shard's configurations.
+    of the shard's configurations. ``submitit_parameters`` go to
+    ``submitit.AutoExecutor.update_parameters`` (e.g. ``slurm_partition``, ``timeout_min``,
+    ``mem_gb``, ``gpus_per_node``, ``cpus_per_task``); ``max_array`` caps the number of array tasks
+    (configurations are dealt out round-robin).
     """
     if isinstance(profile, str):
         profile = load_profile(profile, overrides)
@@ -312,7 +366,7 @@ def run_sweep(
     with folders.sweep_lock(out, shard):
         folders.clean_partial(out)  # only files older than any live writer's (STALE_SECONDS)
         return _run_locked(profile, out, jobs, executor, workers, checkpoints, progress,
-                           submitit_cluster, max_array)  # fmt: skip
+                           submitit_cluster, submitit_parameters, max_array)  # fmt: skip
 
 
 def _run_locked(
@@ -324,27 +378,21 @@ def _run_locked(
     checkpoints: bool,
     progress: bool | None,
     submitit_cluster: str | None,
+    submitit_parameters: dict[str, Any] | None,
     max_array: int,
 ) -> SweepSummary:
     """The body of :func:`run_sweep`, once the folder is checked and locked."""
     pending = [job for job in jobs if not is_done(job)]
-    rows = [
-        {
-            "configuration": j.label,
-            "setting": j.config.setting,
-            "runs": j.config.num_runs,
-            "status": "skipped",
-            "seconds": 0.0,
-            "error": "",
-        }
-        for j in jobs
-        if j not in pending
-    ]
+    rows = [skipped_row(j) for j in jobs if j not in pending]
     start = time.perf_counter()
     owned = isinstance(executor, str)
     if owned:
         pool, threads = make_executor(
-            executor, workers=workers, out=out, submitit_cluster=submitit_cluster
+            executor,
+            workers=workers,
+            out=out,
+            submitit_cluster=submitit_cluster,
+            slurm=submitit_parameters,
         )
     else:
         pool, threads = executor, 0
@@ -352,27 +400,31 @@ def _run_locked(
     if is_submitit:
         chunks = max(1, min(max_array, len(pending)))
         groups = [pending[i::chunks] for i in range(chunks)] if pending else []
-        with pool.batch():
-            futures = [pool.submit(run_jobs, group, None, checkpoints) for group in groups]
-        weights = [len(g) for g in groups]
+        futures = []
+        if groups:  # an empty batch makes submitit warn
+            with pool.batch():
+                futures = [pool.submit(run_jobs, group, None, checkpoints) for group in groups]
+        from mod_arch_core.slurm import watch_without_accounting
+
+        watch_without_accounting(futures)  # squeue, not sacct, where there is no accounting
     else:
-        futures = [pool.submit(run_jobs, [job], threads or None, checkpoints) for job in pending]
-        weights = [1] * len(futures)
+        groups = [[job] for job in pending]
+        futures = [pool.submit(run_jobs, group, threads or None, checkpoints) for group in groups]
     # progress=None: a bar only on a terminal (tqdm's disable=None), never in logs or notebooks
     disable = (None if progress is None else not progress) if pending else True
     bar = tqdm(total=len(pending), desc=f"sweep {profile.name}", unit="config", disable=disable)
     try:
-        future_weight = dict(zip(futures, weights, strict=True))
+        future_jobs = dict(zip(futures, groups, strict=True))
         waiting = set(futures)
         while waiting:
             done = _wait_any(waiting)
             for future in done:
                 waiting.discard(future)
-                for row in future.result():
+                for row in task_rows(future, future_jobs[future]):
                     rows.append(row)
                     if row["status"] == "failed":
                         bar.write(f"FAILED {row['configuration']}:\n{row['error']}")
-                bar.update(future_weight[future])
+                bar.update(len(future_jobs[future]))
     finally:
         bar.close()
         if owned and hasattr(pool, "shutdown"):

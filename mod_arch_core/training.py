@@ -39,11 +39,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mod_arch_core.data import make_task, sample_stack
-from mod_arch_core.models import build_model, count_parameters
+from mod_arch_core.models import MODEL_NAMES, build_model, check_model_options, count_parameters
 from mod_arch_core.validation import (
+    MAX_SIZE,
     PAPER_MODELS,
+    canonical_name,
+    check_device_name,
     check_int,
     check_positive_float,
+    check_seed,
     check_setting,
     check_task,
 )
@@ -57,15 +61,26 @@ STREAM_TRAIN, STREAM_EVAL, STREAM_VAL = 0, 1, 2
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """Return the torch device for ``device``: ``"auto"`` picks CUDA when available, else CPU."""
+    """Return the torch device for ``device``: ``"auto"`` picks CUDA when available, else CPU.
+
+    Allowed: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (``validation.check_device_name``);
+    ``meta`` and other torch device types are refused, as is CUDA when it is not available.
+    """
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:i]', got {device!r}") from error
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use 'cpu'")
+    if isinstance(device, torch.device):
+        device = str(device)
+    resolved = torch.device(check_device_name(device))
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {device!r} requested but CUDA is not available; use 'cpu' or 'auto'"
+            )
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(
+                f"device {device!r}: there are {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+            )
     return resolved
 
 
@@ -110,33 +125,50 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "setting", check_setting(self.setting))
         object.__setattr__(self, "task", check_task(self.task))
-        if not isinstance(self.model, str):
-            raise TypeError(f"model must be a string, got {self.model!r}")
-        object.__setattr__(self, "model", self.model.strip().lower().replace("_", "-"))
+        object.__setattr__(self, "model", canonical_name(self.model, "model", MODEL_NAMES))
         for name in ("data_seeds", "seeds"):
             values = getattr(self, name)
             if isinstance(values, int | np.integer):
                 values = (values,)
-            values = tuple(check_int(v, name, minimum=0) for v in values)
+            if not isinstance(values, Sequence) or isinstance(values, str | bytes):
+                raise TypeError(f"{name} must be a sequence of integers, got {values!r}")
+            values = tuple(check_seed(v, name) for v in values)
             if not values:
                 raise ValueError(f"{name} must name at least one seed, got an empty list")
             if len(set(values)) != len(values):
                 raise ValueError(f"{name} must not repeat a seed, got {list(values)}")
             object.__setattr__(self, name, values)
-        check_int(self.num_rules, "num_rules", minimum=2)
-        check_int(self.encoder_dim, "encoder_dim", minimum=1)
-        check_int(self.dim, "dim", minimum=1)
-        check_int(self.batch_size, "batch_size", minimum=1)
-        check_int(self.seq_len, "seq_len", minimum=2 if self.setting == "mha" else 1)
-        check_int(self.eval_every, "eval_every", minimum=1)
-        check_int(self.eval_batches, "eval_batches", minimum=1)
+        big = MAX_SIZE
+        check_int(self.num_rules, "num_rules", minimum=2, maximum=big)
+        check_int(self.encoder_dim, "encoder_dim", minimum=1, maximum=big)
+        check_int(self.dim, "dim", minimum=1, maximum=big)
+        check_int(self.batch_size, "batch_size", minimum=1, maximum=big)
+        check_int(self.seq_len, "seq_len", minimum=2 if self.setting == "mha" else 1, maximum=big)
+        check_int(self.eval_every, "eval_every", minimum=1, maximum=big)
+        check_int(self.eval_batches, "eval_batches", minimum=1, maximum=big)
         if self.iterations is not None:
-            check_int(self.iterations, "iterations", minimum=0)
-        if self.search_version not in (1, 2):
+            check_int(self.iterations, "iterations", minimum=0, maximum=big)
+        if isinstance(self.search_version, bool) or self.search_version not in (1, 2):
             raise ValueError(f"search_version must be 1 or 2, got {self.search_version!r}")
+        if self.setting != "mha" and self.search_version != 1:
+            raise ValueError(
+                f"search_version applies to setting 'mha' only (1: nearest scalar query, "
+                f"2: cosine); got search_version={self.search_version} for setting {self.setting!r}"
+            )
         check_positive_float(self.lr, "lr")
+        if isinstance(self.grad_clip, str) and self.grad_clip != "auto":
+            raise ValueError(
+                f"grad_clip must be 'auto', None or a number > 0, got {self.grad_clip!r}"
+            )
         if self.grad_clip not in ("auto", None):
             check_positive_float(self.grad_clip, "grad_clip")
+        object.__setattr__(
+            self,
+            "model_options",
+            check_model_options(self.model, self.model_options, self.num_rules),
+        )
+        if self.setting == "rnn":
+            check_int(self.state_dim, "state_dim", minimum=1)
         resolve_device(self.device)
 
     # Derived values -------------------------------------------------------------------------

@@ -44,8 +44,15 @@ def check_task(task: Any) -> str:
     return canonical_name(task, "task", TASKS)
 
 
-def check_int(value: Any, name: str, *, minimum: int | None = None) -> int:
-    """Return ``value`` as an ``int`` after checking its type and lower bound.
+#: Largest size, count or step number accepted anywhere (torch sizes and ``range`` need an int64
+#: or a C ``ssize_t``; nothing in this study comes near it).
+MAX_SIZE: int = 2**31 - 1
+
+
+def check_int(
+    value: Any, name: str, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
+    """Return ``value`` as an ``int`` after checking its type and bounds.
 
     Booleans and floats are refused (``num_rules=2.0`` is almost always a bug).
     """
@@ -54,6 +61,8 @@ def check_int(value: Any, name: str, *, minimum: int | None = None) -> int:
     value = int(value)
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return value
 
 
@@ -70,3 +79,90 @@ def check_positive_float(value: Any, name: str) -> float:
     if not np.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
     return value
+
+
+#: Seeds must fit the random number generators they seed: ``np.random.RandomState`` (data seeds)
+#: takes values in [0, 2**32); model seeds use the same range so that one rule covers both.
+SEED_LIMIT: int = 2**32
+#: At most this many seeds in one list (a stack trains them all at once).
+MAX_SEEDS: int = 10_000
+#: Torch device types a configuration may run on.
+DEVICE_TYPES: tuple[str, ...] = ("cpu", "cuda")
+
+
+def check_seed(value: Any, name: str) -> int:
+    """A seed: an integer in ``[0, 2**32)`` (:data:`SEED_LIMIT`)."""
+    seed = check_int(value, name, minimum=0)
+    if seed >= SEED_LIMIT:
+        raise ValueError(f"{name} must be < 2**32 = {SEED_LIMIT}, got {seed}")
+    return seed
+
+
+def check_finite_float(value: Any, name: str, *, minimum: float | None = None) -> float:
+    """Return ``value`` as a finite float (``>= minimum`` when given)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_device_name(device: Any, name: str = "device") -> str:
+    """Validate a device name without importing torch: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Whether CUDA is available is checked where the device is resolved
+    (``training.resolve_device``).
+    """
+    allowed = "'auto', 'cpu' or 'cuda[:N]'"
+    if not isinstance(device, str):
+        raise TypeError(f"{name} must be a string, {allowed}; got {device!r}")
+    text = device.strip().lower()
+    if text in ("auto", "cpu", "cuda"):
+        return text
+    kind, sep, index = text.partition(":")
+    if kind == "cuda" and sep and index.isdigit():
+        return f"cuda:{int(index)}"
+    raise ValueError(f"{name} must be {allowed}, got {device!r}")
+
+
+def check_list(value: Any, name: str, example: str) -> list[Any]:
+    """``value`` as a list; a string, a mapping or a scalar is an error (``example`` shows a list)."""
+    if isinstance(value, list | tuple):
+        return list(value)
+    raise TypeError(
+        f"{name} must be a list, e.g. {name}={example}; got {value!r} ({type(value).__name__})"
+    )
+
+
+def parse_key_value(
+    text: Any, *, what: str = "override", example: str = "num_rules=[2,4]"
+) -> tuple[str, Any]:
+    """Parse ``KEY=VALUE`` with a YAML value (``[2, 4]``, ``2000``, ``cpu``); errors name ``what``.
+
+    A YAML syntax error is a ``ValueError`` naming the key and the problem, never a raw
+    ``yaml.scanner`` traceback.
+    """
+    import yaml
+
+    if not isinstance(text, str):
+        raise TypeError(f"{what} must be a KEY=VALUE string, got {text!r}")
+    if "=" not in text:
+        raise ValueError(f"malformed {what} {text!r}: expected KEY=VALUE, e.g. {example}")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ValueError(
+            f"malformed {what} {text!r}: empty key; expected KEY=VALUE, e.g. {example}"
+        )
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise ValueError(
+            f"malformed {what} {text!r}: the value of {key} is not valid YAML ({problem}); "
+            "lists look like [2, 4], mappings like {mlp: 2000}"
+        ) from None
+    return key, value

@@ -24,6 +24,7 @@ results tables (rows are keyed by model name, not by options).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mod_arch_core import model_names as _light_names
 from mod_arch_core.models.base import ModelConfig, StackedModel
 from mod_arch_core.models.layers import initialise
 from mod_arch_core.models.mha import MHAModular, MHAMonolithic, mha_input_dim
@@ -54,6 +56,7 @@ from mod_arch_core.validation import (
     canonical_name,
     check_int,
     check_num_rules,
+    check_seed,
     check_setting,
     check_task,
 )
@@ -65,6 +68,7 @@ __all__ = [
     "MODEL_NAMES",
     "ModelSpec",
     "build_model",
+    "check_model_options",
     "count_parameters",
     "input_dim",
     "model_class",
@@ -120,8 +124,15 @@ for _name, _spec in MODELS.items():  # build_routing (called by the settings) re
         register_routing(_name, _spec.routing)
 del _name, _spec
 
-#: Every buildable model name (the CLI, profiles and ``TrainConfig`` read it).
+#: Every buildable model name (the CLI, profiles and ``TrainConfig`` read it). The torch-free copy
+#: in :mod:`mod_arch_core.model_names` (what the CLI parser uses) must agree with this table.
 MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
+if MODEL_NAMES != _light_names.MODEL_NAMES or any(
+    spec.allowed_options != _light_names.MODEL_OPTIONS[name] for name, spec in MODELS.items()
+):
+    raise ImportError(
+        "mod_arch_core.model_names disagrees with models.registry.MODELS; update model_names.py"
+    )
 
 
 class MLPRouted(RoutedModel, MLPModular):
@@ -171,7 +182,7 @@ def _check_seeds(seeds: Sequence[int] | None, num_runs: int) -> tuple[int, ...]:
             f"seeds must have one entry per run (num_runs={num_runs}), got {len(seeds)}: "
             f"{list(seeds)}"
         )
-    return tuple(check_int(s, f"seeds[{i}]", minimum=0) for i, s in enumerate(seeds))
+    return tuple(check_seed(s, f"seeds[{i}]") for i, s in enumerate(seeds))
 
 
 def _make_config(
@@ -230,6 +241,36 @@ def resolved_options(model: str, options: dict[str, Any] | None = None) -> dict[
     """
     spec = MODELS[canonical_name(model, "model", MODEL_NAMES)]
     return {**spec.options, **(options or {})}
+
+
+def check_model_options(model: str, options: Mapping[str, Any], num_rules: int) -> dict[str, Any]:
+    """Validate routing ``options`` of ``model`` at ``num_rules`` without training anything.
+
+    Checks the names (:data:`MODEL_OPTIONS` via :func:`mod_arch_core.model_names.check_option_names`)
+    and the values, by building the model's smallest MLP on the meta device (no memory, about a
+    millisecond; cached), so ``top_k=0`` or ``top_k > num_rules`` fails before any training.
+    Returns the options as a dict.
+    """
+    model = canonical_name(model, "model", MODEL_NAMES)
+    options = _light_names.check_option_names(model, options)
+    num_rules = check_num_rules(num_rules)
+    try:
+        key = tuple(sorted(options.items()))
+        hash(key)
+    except TypeError:  # an unhashable value (a list): check it uncached
+        _build_probe(model, num_rules, **options)
+    else:
+        _check_cached(model, key, num_rules)
+    return options
+
+
+def _build_probe(model: str, num_rules: int, **options: Any) -> None:
+    build_model("mlp", model, num_rules, 1, num_rules, "regression", device="meta", **options)
+
+
+@functools.lru_cache(maxsize=4096)
+def _check_cached(model: str, key: tuple[tuple[str, Any], ...], num_rules: int) -> None:
+    _build_probe(model, num_rules, **dict(key))
 
 
 def build_model(
@@ -304,7 +345,12 @@ def build_model(
         options=options,
     )
     cls = model_class(config.setting, config.model)
-    target = torch.device("cpu") if device is None else torch.device(device)
+    try:
+        target = torch.device("cpu") if device is None else torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(
+            f"device must be a torch device such as 'cpu', 'cuda', 'cuda:0' or 'meta', got {device!r}"
+        ) from error
     if target.type == "meta":
         with torch.device("meta"):
             return cls(config)
