@@ -12,6 +12,9 @@ runs table, :data:`~mod_arch_core.results.RUN_COLUMNS`, and the curves table,
 * intervals: :func:`bootstrap_ci` and :func:`summarise`, a seeded **percentile bootstrap over
   runs** (``numpy.random.default_rng(seed)``, 1000 resamples, 95% by default);
 * ranking (spec §5.6, §9.1): :func:`ranking`, :func:`ranking_table`, :func:`count_ties`;
+* learned-ness (issue 13): :func:`learned` decides per setting, task and R whether the models
+  have learned and separate beyond seed noise; :func:`learned_caveat` turns it into the caveat
+  the results chapters put next to a figure;
 * the paper's findings (spec §7, claims 1-6): :func:`claim_1_ranking` ... :func:`claim_6_training_speed`,
   gathered by :func:`all_claims` and :func:`claims_table`.
 
@@ -58,6 +61,9 @@ __all__ = [
     "DOES_NOT_HOLD",
     "HOLDS",
     "INCONCLUSIVE",
+    "LEARNED_KEYS",
+    "LEARNED_LOSS_FRACTION",
+    "LEARNED_MAX_ERROR",
     "MARGINAL",
     "METRICS",
     "MIN_UNITS",
@@ -65,6 +71,7 @@ __all__ = [
     "PANELS",
     "PAPER_SCALE",
     "PARTLY",
+    "SEPARATION_Z",
     "VERDICTS",
     "ClaimPart",
     "ClaimResult",
@@ -72,6 +79,7 @@ __all__ = [
     "add_random_baseline",
     "advantage",
     "all_claims",
+    "area_per_cell",
     "bootstrap_ci",
     "check_checkpoint",
     "claim_1_ranking",
@@ -85,6 +93,8 @@ __all__ = [
     "count_ties",
     "curve_areas",
     "example_activation_matrices",
+    "learned",
+    "learned_caveat",
     "metrics_long",
     "normalised_curves",
     "performance_long",
@@ -404,6 +414,21 @@ def curve_areas(curves: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*keys, "area"])
 
 
+def area_per_cell(curves: pd.DataFrame) -> pd.DataFrame:
+    """Mean area under the relative curve per cell and model (claim 6, Fig. 7 on a common scale).
+
+    A cell is (setting, task, R, capacity): search versions, data seeds and seeds are pooled inside
+    it, and every cell then counts once, whatever its number of runs. Averaging
+    :func:`curve_areas` per run instead weighs the MHA cells twice (two search versions), which
+    moves a pooled mean towards the attention setting's.
+
+    Returns
+    -------
+    DataFrame indexed by the cell keys, one column per model.
+    """
+    return _cell_means(curve_areas(curves), "area")
+
+
 # --------------------------------------------------------------------------------------
 # Bootstrap intervals
 # --------------------------------------------------------------------------------------
@@ -641,6 +666,7 @@ class ClaimPart:
     unit: str  # what was resampled: runs, cells, units, settings
     verdict: str  # holds | does not hold | inconclusive
     reason: str
+    quantity: str = ""  # what the estimate measures, with its unit (labels the parts table)
 
 
 @dataclass
@@ -692,6 +718,11 @@ def _fmt(x: float, pct: bool = False) -> str:
     return f"{100 * x:.1f}%" if pct else f"{x:.3g}"
 
 
+def _count(n: int, unit: str) -> str:
+    """``"1 setting"``, ``"3 settings"``: a count with its unit in the right number."""
+    return f"{n} {unit[:-1] if n == 1 and unit.endswith('s') else unit}"
+
+
 def _decide(
     name: str,
     values: Any,
@@ -709,7 +740,8 @@ def _decide(
     mean, low, high = bootstrap_ci(x, seed=seed)
     side = ">" if above else "<"
     interval = (
-        f"{what} {_fmt(mean, pct)} (95% CI {_fmt(low, pct)} to {_fmt(high, pct)}, {x.size} {unit})"
+        f"{what} {_fmt(mean, pct)} (95% CI {_fmt(low, pct)} to {_fmt(high, pct)}, "
+        f"{_count(x.size, unit)})"
     )
     if x.size < MIN_UNITS:
         verdict = INCONCLUSIVE
@@ -723,14 +755,19 @@ def _decide(
     else:
         verdict = INCONCLUSIVE
         reason = f"{interval} straddles {_fmt(threshold, pct)}"
-    return ClaimPart(name, mean, low, high, int(x.size), unit, verdict, reason)
+    quantity = f"{what} (fraction: 0.1 = 10%)" if pct else what
+    return ClaimPart(name, mean, low, high, int(x.size), unit, verdict, reason, quantity)
 
 
 def _finish_claim(number: int, parts: list[ClaimPart], measured: dict[str, float]) -> ClaimResult:
     claim, paper = CLAIM_TEXT[number]
     verdict = combine_verdicts([p.verdict for p in parts])
     held = sum(p.verdict == HOLDS for p in parts)
-    first_other = next((p for p in parts if p.verdict != HOLDS), None)
+    # The reason names the part that decides the verdict: a part that fails before one that is
+    # merely inconclusive (claim 2 used to cite its inconclusive slope while its R = 2 part failed).
+    first_other = next((p for p in parts if p.verdict == DOES_NOT_HOLD), None) or next(
+        (p for p in parts if p.verdict != HOLDS), None
+    )
     reason = f"{held} of {len(parts)} parts hold"
     if first_other is not None:
         reason += f"; {first_other.name}: {first_other.verdict} ({first_other.reason})"
@@ -1006,6 +1043,7 @@ def claim_5_specialisation(runs: pd.DataFrame, *, checkpoint: str = "last") -> C
             "cells",
             verdict,
             reason,
+            "Alignment of Modular minus Modular-op",
         )
     )
     for model in MODULAR_MODELS:
@@ -1029,8 +1067,7 @@ def claim_6_training_speed(
     """
     table = _last(runs, checkpoint)
     _models_present(table, MODULAR_MODELS)
-    area = curve_areas(curves)
-    area_cells = _cell_means(area, "area")
+    area_cells = area_per_cell(curves)
     perf_cells = _cell_means(table, "perf")
     parts, measured = [], {}
     for model in ("gt-modular", "modular-op"):
@@ -1234,3 +1271,216 @@ def example_activation_matrices(
         label = f"{labels.get(model, model)} (data seed {row['data_seed']}, seed {row['seed']})"
         out[label] = np.asarray(json.loads(row["activation_matrix"]), dtype=float)
     return out
+
+
+# --------------------------------------------------------------------------------------
+# Learned-ness: which cells of the results can judge the paper at all
+# --------------------------------------------------------------------------------------
+
+#: Regression has learned when the final ID L1 loss is at most this fraction of the untrained one.
+LEARNED_LOSS_FRACTION = 0.5
+#: Classification has learned when the final ID error is at most this many percent (chance: 50%).
+LEARNED_MAX_ERROR = 25.0
+#: Two models separate when their mean difference exceeds this many standard errors (~95%).
+SEPARATION_Z = 2.0
+#: Keys of a learned-ness cell: what a reader compares in one panel point of Fig. 4.
+LEARNED_KEYS: tuple[str, ...] = ("setting", "task", "num_rules")
+
+
+def _sem(values: pd.Series) -> float:
+    x = values.dropna().to_numpy(dtype=np.float64)
+    return float(x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else np.nan
+
+
+def learned(
+    runs: pd.DataFrame,
+    curves: pd.DataFrame,
+    *,
+    checkpoint: str = "last",
+    model: str = "gt-modular",
+    baseline: str = "monolithic",
+    by: Sequence[str] = (),
+    loss_fraction: float = LEARNED_LOSS_FRACTION,
+    max_error: float = LEARNED_MAX_ERROR,
+    z: float = SEPARATION_Z,
+) -> pd.DataFrame:
+    """Whether the models of each (setting, task, R) cell have learned, and whether they separate.
+
+    The paper's findings (its §5, Figs. 3-7) compare *trained* models; a cell in which even the
+    model with the ground-truth routing has not learned its task compares initialisations, and a
+    figure drawn from it says nothing about the paper. This decides it from the data, per cell
+    (setting, task, R, plus ``by``; capacities, search versions, data seeds and seeds pooled):
+
+    * **learned**: ``model`` (GT-Modular, the easiest model by construction) reaches, at
+      ``checkpoint``, a mean ID L1 loss of at most ``loss_fraction`` times its mean untrained loss
+      (iteration 0 of ``curves``) for regression, or a mean ID error of at most ``max_error`` %
+      for classification (chance is 50%);
+    * **separated**: ``model`` and ``baseline`` (Monolithic) differ by more than ``z`` standard
+      errors of the difference of their means over runs, ``sqrt(se_model^2 + se_baseline^2)``:
+      beyond seed noise.
+
+    Parameters
+    ----------
+    runs, curves : DataFrame
+        A runs table and its curves table (:mod:`mod_arch_core.results`).
+    checkpoint : {"last", "best"}
+    model, baseline : str
+        The model whose learning is judged and the one it must separate from.
+    by : sequence of str
+        Extra cell keys, e.g. ``("search_version",)`` to judge the MHA search versions apart.
+    loss_fraction, max_error, z : float
+        The thresholds (:data:`LEARNED_LOSS_FRACTION`, :data:`LEARNED_MAX_ERROR`,
+        :data:`SEPARATION_Z`).
+
+    Returns
+    -------
+    DataFrame
+        One row per cell, sorted by the keys: the keys, ``runs`` (runs of ``model``), ``untrained``
+        and ``final`` (``model``'s means), ``threshold`` (the final value needed to count as
+        learned), ``learned`` (bool), ``baseline_final``, ``difference`` (baseline minus model;
+        positive when ``model`` is better), ``se``, ``separated`` (bool) and ``verdict``: one of
+        "learned, separates", "learned, within noise", "not learned".
+    """
+    checkpoint = check_checkpoint(checkpoint)
+    if checkpoint == "pooled":
+        raise ValueError("learned() judges one checkpoint: 'last' or 'best', got 'pooled'")
+    if not 0 < loss_fraction < 1:
+        raise ValueError(f"loss_fraction must lie in (0, 1), got {loss_fraction}")
+    if not 0 < max_error < 50:
+        raise ValueError(f"max_error must lie in (0, 50) percent, got {max_error}")
+    keys = [*LEARNED_KEYS, *by]
+    _require(runs, [*keys, "model", "checkpoint", "perf"], "runs")
+    _require(curves, [*keys, "model", "iteration", "perf"], "curves")
+    table = select_checkpoint(runs, checkpoint)
+    _models_present(table, [model, baseline])
+    mine = table[table["model"] == model]
+    theirs = table[table["model"] == baseline]
+    start = curves[(curves["model"] == model) & (curves["iteration"] == 0)]
+    if start.empty:
+        raise ValueError(
+            f"the curves table has no iteration-0 rows of {model}; the untrained value is needed"
+        )
+    group = lambda df: df.groupby(keys, dropna=False)["perf"]  # noqa: E731
+    cells = pd.DataFrame(
+        {
+            "runs": group(mine).size(),
+            "untrained": group(start).mean(),
+            "final": group(mine).mean(),
+            "se_model": group(mine).agg(_sem),
+            "baseline_final": group(theirs).mean(),
+            "se_baseline": group(theirs).agg(_sem),
+        }
+    )
+    cells = cells[cells["runs"].notna() & (cells["runs"] > 0)].reset_index()
+    cells["runs"] = cells["runs"].astype(int)
+    is_cls = cells["task"] == "classification"
+    cells["threshold"] = np.where(is_cls, max_error, loss_fraction * cells["untrained"])
+    cells["learned"] = (cells["final"] <= cells["threshold"]).astype(bool)
+    cells["difference"] = cells["baseline_final"] - cells["final"]
+    cells["se"] = np.sqrt(cells["se_model"] ** 2 + cells["se_baseline"] ** 2)
+    cells["separated"] = (cells["difference"].abs() > z * cells["se"]).astype(bool)
+    cells["verdict"] = np.where(
+        ~cells["learned"],
+        "not learned",
+        np.where(cells["separated"], "learned, separates", "learned, within noise"),
+    )
+    return cells[[*keys, *_LEARNED_OUTPUTS]].sort_values(keys, ignore_index=True)
+
+
+#: Columns :func:`learned` adds to its cell keys.
+_LEARNED_OUTPUTS: tuple[str, ...] = (
+    "runs",
+    "untrained",
+    "final",
+    "threshold",
+    "learned",
+    "baseline_final",
+    "difference",
+    "se",
+    "separated",
+    "verdict",
+)
+
+
+def _rule_list(values: Iterable[Any]) -> str:
+    return ", ".join(str(int(v)) for v in sorted(values))
+
+
+def learned_caveat(
+    cells: pd.DataFrame,
+    *,
+    settings: Sequence[str] | None = None,
+    tasks: Sequence[str] | None = None,
+    what: str = "this figure",
+) -> str:
+    """A MyST admonition naming the cells of a figure whose models have not learned, or ``""``.
+
+    ``cells`` is a :func:`learned` table; ``settings`` and ``tasks`` restrict it to the cells a
+    figure draws (None: all). The text is generated from the table and the thresholds it was
+    judged with, so it changes with the results: it lists the cells that have not learned
+    (setting, task and the values of R), says that differences between models there are
+    differences between barely trained models, and adds the learned cells in which GT-Modular and
+    Monolithic are within seed noise. Returns an empty string when every cell in scope has learned
+    and separates, so a chapter can paste it unconditionally. The admonition is a ``warning`` when
+    a cell has not learned and a ``note`` when cells are only within noise; it carries the CSS
+    class ``learned-caveat`` (the book's browser tests look for it).
+    """
+    _require(cells, [*LEARNED_KEYS, "learned", "separated", "threshold"], "learned cells")
+    scope = cells
+    if settings is not None:
+        scope = scope[scope["setting"].isin(list(settings))]
+    if tasks is not None:
+        scope = scope[scope["task"].isin(list(tasks))]
+    if scope.empty:
+        return ""
+    stuck = scope[~scope["learned"]]
+    noisy = scope[scope["learned"] & ~scope["separated"]]
+    if stuck.empty and noisy.empty:
+        return ""
+
+    extra = [c for c in cells.columns if c not in (*LEARNED_KEYS, *_LEARNED_OUTPUTS)]
+
+    def label(setting: str, task: str, values: tuple) -> str:
+        named = [str(setting).upper()]
+        for key, value in zip(extra, values, strict=True):
+            if key == "search_version":
+                named.append(f"search v{int(value)}")
+            else:
+                named.append(f"{key} {value}")
+        return " ".join([*named, task])
+
+    def listing(part: pd.DataFrame) -> str:
+        groups = []
+        for key, rows in part.groupby(["setting", "task", *extra], sort=False, dropna=False):
+            name = label(key[0], key[1], tuple(key[2:]))
+            groups.append(f"{name} (R = {_rule_list(rows['num_rules'])})")
+        return "; ".join(groups)
+
+    lines = []
+    if not stuck.empty:
+        fraction = scope.loc[scope["task"] == "regression", "threshold"]
+        rule = []
+        if (scope["task"] == "classification").any():
+            rule.append(f"classification error at most {LEARNED_MAX_ERROR:g}%")
+        if not fraction.empty:
+            rule.append(f"regression loss at most {LEARNED_LOSS_FRACTION:g} of its untrained value")
+        lines.append(
+            f"In {len(stuck)} of the {len(scope)} cells (setting, task, R) of {what}, even "
+            f"GT-Modular has not learned its task ({' and '.join(rule)}; `analysis.learned`): "
+            f"{listing(stuck)}. "
+            "Differences between models there are differences between barely trained models, "
+            "not evidence for or against the paper."
+        )
+    if not noisy.empty:
+        lines.append(
+            f"In {_count(len(noisy), 'learned cells')} GT-Modular and Monolithic are within seed "
+            "noise "
+            f"({SEPARATION_Z:g} standard errors of their difference): {listing(noisy)}; these "
+            "seeds do not resolve which of the two is better there."
+        )
+    if stuck.empty:
+        title, kind = "Some cells are within seed noise", "note"
+    else:
+        title, kind = "Not every cell has learned", "warning"
+    body = "\n\n".join(lines)
+    return f"```{{admonition}} {title}\n:class: {kind} learned-caveat\n\n{body}\n```\n"

@@ -1,7 +1,7 @@
 """Are the iteration budgets long enough? Curves at a budget B against the same runs continued.
 
-The reference-results issue asks for budgets "where the loss has flattened or where the ranking
-of models no longer changes". The ``calibration`` profile trains the four paper models k times
+The book's results need budgets "where the loss has flattened or where the ranking of models no
+longer changes", two criteria fixed before the runs were made. The ``calibration`` profile trains the four paper models k times
 longer than the budget with the same recipe; with a constant learning rate and a fixed data
 stream per run, the first B steps of such a run *are* the run at budget B. So one long run gives
 both numbers (``calibration`` trains 4x the MLP and MHA budgets and 2x the RNN one), and these

@@ -243,7 +243,9 @@ def paired_differences(
     relative terms: each pair's difference is divided by the base model's mean in its (setting,
     task, R) cell, so losses and errors can be pooled (0.1 = 10% worse than the base).
 
-    Returns one row per column: ``base_mean``, ``variant_mean`` (plain means), ``difference``
+    Returns one row per column: ``base_mean``, ``variant_mean`` (plain means; NaN for the
+    ``relative`` columns when the runs mix tasks, because a mean over an L1 loss and an error in %
+    has no unit and no meaning), ``difference``
     (mean of the paired differences, relative for ``relative`` columns), ``ci_low``/``ci_high``
     (percentile bootstrap over pairs), ``is_relative``, ``excludes_zero`` (the interval excludes
     0) and ``pairs``.
@@ -271,13 +273,14 @@ def paired_differences(
             with np.errstate(divide="ignore", invalid="ignore"):
                 diff = np.where(scale != 0, diff / scale, np.nan)
         mean, low, high = bootstrap_ci(diff, confidence=confidence)
+        pooled = is_relative and x.index.get_level_values("task").nunique() > 1
         rows.append(
             {
                 "column": column,
                 "base": base,
                 "variant": variant,
-                "base_mean": float(np.nanmean(x)),
-                "variant_mean": float(np.nanmean(y)),
+                "base_mean": np.nan if pooled else float(np.nanmean(x)),
+                "variant_mean": np.nan if pooled else float(np.nanmean(y)),
                 "difference": mean,
                 "ci_low": low,
                 "ci_high": high,
@@ -453,20 +456,24 @@ def weight_decision(option: str, chosen: float) -> str:
 def describe_difference(row: pd.Series, digits: int = 3) -> str:
     """One row of :func:`paired_differences` as text.
 
-    ``0.160 → 0.050 (-0.110, 95% CI [-0.13, -0.09])`` for a metric; for a relative column the
-    change is in per cent of the base: ``0.508 → 0.468 (-1%, 95% CI [-8%, +8%] relative)``.
+    ``0.160 → 0.050 (-0.110, 95% CI [-0.13, -0.09])`` for a metric; a relative column (ID
+    performance, which pools regression losses and classification errors only through their
+    relative changes) gives the change in per cent of the base model's mean in each task and R,
+    and no pooled means: ``-1% relative to modular (95% CI [-8%, +8%])``.
     """
     f = f"{{:.{digits}f}}"
-    means = f"{f.format(row['base_mean'])} → {f.format(row['variant_mean'])}"
     if bool(row.get("is_relative", False)):
 
         def pct(value: float) -> str:
-            return f"{100 * value:+.0f}%"
+            # whole per cent, or one decimal below 1% (never "-0%")
+            return f"{100 * value:+.0f}%" if abs(value) >= 0.01 else f"{100 * value:+.1f}%"
 
+        base = row.get("base", "the base model")
         return (
-            f"{means} ({pct(row['difference'])}, 95% CI [{pct(row['ci_low'])}, "
-            f"{pct(row['ci_high'])}] relative)"
+            f"{pct(row['difference'])} relative to {base} "
+            f"(95% CI [{pct(row['ci_low'])}, {pct(row['ci_high'])}])"
         )
+    means = f"{f.format(row['base_mean'])} → {f.format(row['variant_mean'])}"
     sign = "+" if row["difference"] >= 0 else ""
     return (
         f"{means} ({sign}{f.format(row['difference'])}, 95% CI [{f.format(row['ci_low'])}, "

@@ -423,3 +423,161 @@ def test_load_or_run_runs_then_resumes(tmp_path: Path) -> None:
     assert set(other.runs["num_rules"]) == {4}
     ranked = metrics.rank_models(other.runs, models=metrics.SUB_RANK_ORDER)
     assert ranked.attrs["num_settings"] == 1
+
+
+# --------------------------------------------------------------------------------------
+# Learned-ness (issue 13): which cells can judge the paper
+# --------------------------------------------------------------------------------------
+
+
+def _learning_runs() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """GT-Modular learns regression at R <= 4 only and classification at R = 2 only.
+
+    Regression starts (iteration 0) at 1.0, so the learned threshold is 0.5; Monolithic is far
+    from GT-Modular at R = 2 and within noise elsewhere.
+    """
+
+    def perf(model: str, task: str, r: int, k: int) -> float:
+        if task == "regression":
+            gt = 0.4 if r <= 4 else 0.6
+            scale = 0.01
+        else:
+            gt = 20.0 if r == 2 else 30.0
+            scale = 1.0
+        if model == "gt-modular":
+            return gt + noise(k, scale)
+        if model == "monolithic":
+            return gt + (0.3 * gt if r == 2 else 0.0) + noise(k + 1, scale)
+        return gt + 0.1 * gt
+
+    runs = make_runs(perf, settings=("mlp",))
+    curves = make_curves(runs, lambda m, t, k: 1.0 if t == 0 else 0.7)
+    return runs, curves
+
+
+def test_learned_decides_each_cell_from_the_thresholds() -> None:
+    runs, curves = _learning_runs()
+    cells = analysis.learned(runs, curves).set_index(["task", "num_rules"])
+    assert len(cells) == 2 * 4, "one row per (setting, task, R)"
+    np.testing.assert_allclose(cells.loc["regression", "untrained"], 1.0)
+    np.testing.assert_allclose(cells.loc["regression", "threshold"], 0.5)
+    np.testing.assert_allclose(cells.loc["classification", "threshold"], 25.0)
+    assert cells.loc["regression", "learned"].tolist() == [True, True, False, False]
+    assert cells.loc["classification", "learned"].tolist() == [True, False, False, False]
+    assert (cells["runs"] == 6).all()
+    # a stricter loss threshold turns the learned regression cells into unlearned ones
+    strict = analysis.learned(runs, curves, loss_fraction=0.3).set_index(["task", "num_rules"])
+    assert not strict.loc["regression", "learned"].any()
+
+
+def test_learned_separates_beyond_seed_noise() -> None:
+    runs, curves = _learning_runs()
+    cells = analysis.learned(runs, curves).set_index(["task", "num_rules"])
+    assert cells.loc[("regression", 2), "separated"]
+    assert not cells.loc[("regression", 4), "separated"]
+    assert cells.loc[("regression", 2), "verdict"] == "learned, separates"
+    assert cells.loc[("regression", 4), "verdict"] == "learned, within noise"
+    assert cells.loc[("regression", 8), "verdict"] == "not learned"
+    # the standard error is that of the difference of the two means over runs
+    last = runs[(runs["checkpoint"] == "last") & (runs["task"] == "regression")]
+    last = last[last["num_rules"] == 4]
+    gt = last.loc[last["model"] == "gt-modular", "perf"]
+    mono = last.loc[last["model"] == "monolithic", "perf"]
+    se = np.sqrt(gt.var(ddof=1) / gt.size + mono.var(ddof=1) / mono.size)
+    np.testing.assert_allclose(cells.loc[("regression", 4), "se"], se)
+    np.testing.assert_allclose(cells.loc[("regression", 4), "difference"], mono.mean() - gt.mean())
+
+
+def test_learned_rejects_what_it_cannot_judge() -> None:
+    runs, curves = _learning_runs()
+    with pytest.raises(ValueError, match="'last' or 'best', got 'pooled'"):
+        analysis.learned(runs, curves, checkpoint="pooled")
+    with pytest.raises(ValueError, match="no iteration-0 rows of gt-modular"):
+        analysis.learned(runs, curves[curves["iteration"] > 0])
+    with pytest.raises(ValueError, match="the results lack models"):
+        analysis.learned(runs[runs["model"] != "monolithic"], curves)
+    with pytest.raises(ValueError, match="loss_fraction must lie in"):
+        analysis.learned(runs, curves, loss_fraction=1.5)
+
+
+def test_learned_caveat_names_exactly_the_cells_that_have_not_learned() -> None:
+    runs, curves = _learning_runs()
+    cells = analysis.learned(runs, curves)
+    text = analysis.learned_caveat(cells, what="Fig. 4")
+    assert text.startswith("```{admonition} Not every cell has learned\n")
+    assert ":class: warning learned-caveat" in text
+    assert "In 5 of the 8 cells (setting, task, R) of Fig. 4" in text
+    assert "MLP regression (R = 8, 16)" in text
+    assert "MLP classification (R = 4, 8, 16)" in text
+    assert "within seed noise" in text and "MLP regression (R = 4)" in text
+    assert text.rstrip().endswith("```")
+    # restricted to what a figure draws: regression only
+    only = analysis.learned_caveat(cells, tasks=["regression"])
+    assert "In 2 of the 4 cells" in only and "classification" not in only.split(":", 2)[-1]
+
+
+def test_learned_caveat_is_empty_when_every_cell_learned_and_separates() -> None:
+    runs, curves = _learning_runs()
+    cells = analysis.learned(runs, curves)
+    good = cells[(cells["task"] == "regression") & (cells["num_rules"] == 2)]
+    assert analysis.learned_caveat(good) == ""
+    assert analysis.learned_caveat(cells, settings=["rnn"]) == "", "nothing in scope"
+    noise_only = cells[(cells["task"] == "regression") & (cells["num_rules"] <= 4)]
+    text = analysis.learned_caveat(noise_only)
+    assert text.startswith("```{admonition} Some cells are within seed noise")
+    assert ":class: note learned-caveat" in text and "MLP regression (R = 4)" in text
+
+
+def test_learned_judges_search_versions_apart() -> None:
+    runs, curves = _learning_runs()
+    runs = pd.concat(
+        [runs.assign(setting="mha", search_version=v) for v in (1.0, 2.0)], ignore_index=True
+    )
+    curves = pd.concat(
+        [curves.assign(setting="mha", search_version=v) for v in (1.0, 2.0)], ignore_index=True
+    )
+    pooled = analysis.learned(runs, curves)
+    apart = analysis.learned(runs, curves, by=("search_version",))
+    assert len(apart) == 2 * len(pooled)
+    assert set(apart["search_version"]) == {1.0, 2.0}
+    text = analysis.learned_caveat(apart)
+    assert "MHA search v1 regression (R = 8, 16)" in text
+    assert "MHA search v2 regression (R = 8, 16)" in text
+
+
+def test_claim_reason_names_the_failing_part_before_an_inconclusive_one() -> None:
+    def part(name: str, verdict: str) -> analysis.ClaimPart:
+        return analysis.ClaimPart(name, 0.0, -1.0, 1.0, 5, "cells", verdict, f"why {name}")
+
+    parts = [
+        part("slope", analysis.INCONCLUSIVE),
+        part("at small R", analysis.DOES_NOT_HOLD),
+        part("other", analysis.HOLDS),
+    ]
+    claim = analysis._finish_claim(2, parts, {})
+    assert claim.verdict == analysis.PARTLY
+    assert "at small R: does not hold (why at small R)" in claim.reason
+    assert "slope" not in claim.reason
+    only_vague = analysis._finish_claim(2, [part("slope", analysis.INCONCLUSIVE)], {})
+    assert "slope: inconclusive" in only_vague.reason
+
+
+def test_area_per_cell_counts_each_cell_once() -> None:
+    """Two cells, one with twice the runs: the per-cell mean weighs them equally, the per-run not."""
+    runs = make_runs(lambda m, t, r, k: 1.0, settings=("mlp",), tasks=("regression",), rules=(2, 4))
+    curves = make_curves(runs, lambda m, t, k: 2.0 - t)  # area 0.75 everywhere
+    slow = curves["num_rules"] == 4
+    curves.loc[slow, "perf"] = 2.0  # R = 4 never improves: area 1
+    doubled = pd.concat([curves, curves[slow].assign(seed=curves.loc[slow, "seed"] + 10)])
+    cells = analysis.area_per_cell(doubled)
+    np.testing.assert_allclose(cells["gt-modular"].mean(), (0.75 + 1.0) / 2)
+    per_run = analysis.curve_areas(doubled).groupby("model")["area"].mean()
+    np.testing.assert_allclose(per_run["gt-modular"], (0.75 * 6 + 1.0 * 12) / 18)
+
+
+def test_claim_parts_are_labelled_and_counted_in_the_right_number() -> None:
+    part = analysis._decide("one", [0.5], unit="settings", what="share of X", pct=True)
+    assert "1 setting)" in part.reason and "1 settings" not in part.reason
+    assert part.quantity == "share of X (fraction: 0.1 = 10%)"
+    many = analysis._decide("many", [0.1, 0.2, 0.3, 0.4], unit="cells", what="gap")
+    assert "4 cells)" in many.reason and many.quantity == "gap"

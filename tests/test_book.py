@@ -10,6 +10,7 @@ loaded from the internet. Chromium comes from Debian: ``apt-get install -y chrom
 from __future__ import annotations
 
 import functools
+import html
 import http.server
 import json
 import re
@@ -77,6 +78,49 @@ def test_notebook_follows_the_chapter_skeleton(path: Path) -> None:
         assert re.search(rf"^## {heading}\b", markdown, re.M), f"{path.name}: no '## {heading}'"
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert "setup_notebook(" in code, f"{path.name}: the Setup cell must call setup_notebook"
+
+
+_GLUE_FIGURE = re.compile(
+    r"```\{glue:figure\} (?P<key>\S+)\n(?P<options>(?::[^\n]*\n)+)\n(?P<caption>(?:(?!```).)+?)\n```"
+    r"(?P<after>\n*```\{glue:md\} (?P<caveat>\S+)\n:format: myst\n```)?",
+    re.S,
+)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_every_figure_is_pasted_with_a_name_alt_text_and_caption(path: Path) -> None:
+    """A figure cell glues its figure; a ``glue:figure`` gives it a label, alt text and caption.
+
+    The results figures (class ``results-figure``) are each followed by their glued caveat from
+    ``analysis.learned_caveat``; no caption types a number of runs or a checkpoint by hand.
+    """
+    nb = nbformat.read(path, as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    shown = set(re.findall(r'glue\(\s*"(fig_\w+)",\s*(?:show\(|shown\))', code))
+    unglued = re.sub(r'glue\(\s*"fig_\w+",\s*show\(|shown = show\(', "", code)
+    assert "show(" not in unglued, (
+        f"{path.name}: a figure is shown without being glued into a captioned figure"
+    )
+    pasted = {m["key"]: m for m in _GLUE_FIGURE.finditer(markdown)}
+    assert shown == set(pasted), f"{path.name}: glued {sorted(shown)}, pasted {sorted(pasted)}"
+    for key, match in pasted.items():
+        options = dict(line[1:].split(": ", 1) for line in match["options"].strip().splitlines())
+        assert options.get("name", "").startswith("fig-"), f"{key}: no :name: label"
+        assert len(options.get("alt", "")) > 40, f"{key}: the alt text is not a description"
+        assert options.get("width") == "100%", f"{key}: not drawn at full width"
+        assert len(match["caption"]) > 60 and match["caption"].startswith("**"), key
+        for cell in nb.cells:
+            for tag in cell.metadata.get("tags", []) if f'"{key}"' in cell.source else []:
+                assert tag != "remove-cell", f"{key}: its cell is removed, so is the figure"
+        if "results-figure" in options.get("figclass", ""):
+            assert (
+                "{glue:md}`results_md`" in match["caption"] or "results_md" in match["caption"]
+            ), f"{key}: the caption does not name the results"
+            assert match["caveat"] == key.replace("fig_", "caveat_", 1), (
+                f"{key}: no learned-ness caveat pasted after the figure"
+            )
+            assert f'"{match["caveat"]}"' in code, f"{key}: its caveat is never glued"
 
 
 # --------------------------------------------------------------------------------------
@@ -362,6 +406,17 @@ def site_url(built_site: Path) -> Iterator[str]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
+        def do_GET(self) -> None:
+            if urlsplit(self.path).path == "/" + PROBE_PAGE:  # the layout probe, never on disk
+                body = _PROBE_HTML.encode("utf-8")
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            super().do_GET()
+
     handler = functools.partial(Quiet, directory=str(built_site))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -514,3 +569,197 @@ def test_landing_page_states_the_shipped_scale_next_to_the_papers() -> None:
     for cell, profile in zip(steps, (shipped, paper), strict=True):
         its = profile.iterations
         assert cell == f"{its['mlp']:,} / {its['mha']:,} / {its['rnn']:,}"
+
+
+# --------------------------------------------------------------------------------------
+# Figures, tables and caveats as a reader sees them (slow): a layout probe in Chromium
+# --------------------------------------------------------------------------------------
+
+#: Path of the probe page that the test server answers from memory.
+PROBE_PAGE = "__layout_probe__.html"
+#: Width of the probe's viewport: a common laptop.
+PROBE_WIDTH = 1280
+#: A sideways-scrolling box taller than this hides its scrollbar below the screen (900 px laptop
+#: viewport less the header and some text above the table).
+PROBE_SIGHT = 600
+#: The probe loads a page of the site in a same-origin iframe of a laptop's width, waits for
+#: MathJax, measures every figure, table and display formula of the article, and writes the
+#: result as JSON into its own DOM, which ``chromium --dump-dom`` prints.
+_PROBE_HTML = """<!doctype html>
+<html><head><meta charset="utf-8"><title>probe</title></head>
+<body style="margin:0">
+<pre id="probe-result">pending</pre>
+<iframe id="frame" style="width:__WIDTH__px;height:900px;border:0"></iframe>
+<script>
+const target = new URLSearchParams(location.search).get("page");
+const SIGHT = __SIGHT__;  // px: the tallest box whose sideways scrollbar a reader still sees
+const frame = document.getElementById("frame");
+function scroller(el, stop, win) {
+  for (let a = el; a && a !== stop; a = a.parentElement) {
+    const ox = win.getComputedStyle(a).overflowX;
+    if (ox === "auto" || ox === "scroll") return a;
+  }
+  return null;
+}
+function measure() {
+  const doc = frame.contentDocument, win = frame.contentWindow;
+  const art = doc.querySelector("article.bd-article") || doc.querySelector("main");
+  const right = art.getBoundingClientRect().right;
+  const pad = win.getComputedStyle(art);
+  const inner = art.clientWidth - parseFloat(pad.paddingLeft) - parseFloat(pad.paddingRight);
+  const out = {figures: [], wide: [], bare_images: [], article_width: inner};
+  for (const fig of art.querySelectorAll("figure")) {
+    const img = fig.querySelector("img");
+    const cap = fig.querySelector("figcaption");
+    const link = fig.querySelector("a.image-reference");
+    let next = fig.nextElementSibling;
+    while (next && next.tagName === "SPAN" && !next.textContent.trim()) next = next.nextElementSibling;
+    const caveat = next && next.classList.contains("learned-caveat") ? next : null;
+    out.figures.push({
+      id: fig.id, classes: fig.className,
+      numbered: !!(cap && cap.querySelector(".caption-number")),
+      caption: cap ? cap.textContent.replace(/\\s+/g, " ").trim() : "",
+      alt: img ? (img.getAttribute("alt") || "") : "",
+      width: img ? img.getBoundingClientRect().width : 0,
+      link: link ? link.getAttribute("href") : "",
+      caveat: caveat ? caveat.textContent.replace(/\\s+/g, " ").trim() : "",
+    });
+  }
+  for (const img of art.querySelectorAll("img")) {
+    if (!img.closest("figure")) out.bare_images.push(img.getAttribute("src"));
+  }
+  const wide = art.querySelectorAll("table, mjx-container[display='true']");
+  for (const el of wide) {
+    const r = el.getBoundingClientRect();
+    const box = scroller(el, art.parentElement, win);
+    let clipped = null;
+    for (let a = el.parentElement; a && a !== box && a !== art.parentElement; a = a.parentElement) {
+      const ox = win.getComputedStyle(a).overflowX;
+      if ((ox === "hidden" || ox === "clip") && r.width > a.clientWidth + 1) { clipped = a.className; break; }
+    }
+    const past = r.right > right + 1;
+    // a box that scrolls sideways shows its scrollbar at its bottom: out of sight when the box
+    // is taller than the viewport, so a reader sees a table cut off at the right
+    const hidden = box && box.scrollWidth > box.clientWidth + 1 && box.clientHeight > SIGHT;
+    if (clipped || (past && !box) || hidden) {
+      out.wide.push({tag: el.tagName.toLowerCase(), width: Math.round(r.width),
+                     text: el.textContent.replace(/\\s+/g, " ").trim().slice(0, 80),
+                     clipped_by: clipped, scrolls: !!box,
+                     box_height: box ? box.clientHeight : 0});
+    }
+  }
+  document.getElementById("probe-result").textContent = JSON.stringify(out);
+}
+frame.addEventListener("load", () => {
+  const mj = frame.contentWindow.MathJax;
+  const ready = mj && mj.startup && mj.startup.promise ? mj.startup.promise : Promise.resolve();
+  ready.then(() => setTimeout(measure, 500), () => setTimeout(measure, 500));
+});
+frame.src = target;
+</script></body></html>
+""".replace("__WIDTH__", str(PROBE_WIDTH)).replace("__SIGHT__", str(PROBE_SIGHT))
+
+#: Results chapters: the results folder each reads (a results figure there needs its caveat).
+RESULTS_PAGES: dict[str, str] = {
+    "05_results_performance": "reference",
+    "06_results_specialization": "reference",
+    "07_results_training_speed": "reference",
+    "08_reproduction_report": "reference",
+    "09_routing": "routing-quick",
+}
+
+
+def _probe(site_url: str, relative: str) -> dict:
+    dom = _chromium(
+        f"{site_url}/{PROBE_PAGE}?page=/{relative}",
+        "--dump-dom",
+        f"--window-size={PROBE_WIDTH + 40},1000",
+    )
+    match = re.search(r'<pre id="probe-result">(.*?)</pre>', dom, re.S)
+    assert match, f"{relative}: the layout probe wrote nothing"
+    text = html.unescape(match.group(1))
+    assert text != "pending", f"{relative}: the page did not finish loading in the probe"
+    return json.loads(text)
+
+
+def _looks_like_a_path(alt: str) -> bool:
+    """Empty, a file name, a hash, or one word with slashes: not a description of a figure."""
+    text = alt.strip()
+    return bool(
+        not text
+        or re.search(r"\.(svg|png|jpe?g|gif)$", text, re.I)
+        or re.search(r"[0-9a-f]{24,}", text)
+        or ("/" in text and " " not in text)
+        or len(text.split()) < 5
+    )
+
+
+def _expected_caveat(results: str, scope: str) -> str:
+    """The caveat :func:`mod_arch_core.analysis.learned_caveat` gives a figure of this scope."""
+    from mod_arch_core import analysis
+    from mod_arch_core.results import load
+
+    loaded = load(ROOT / "results" / results)
+    by = ("search_version",) if scope.endswith("-by-version") else ()
+    cells = analysis.learned(loaded.runs, loaded.curves, by=by)
+    names = scope.removeprefix("scope-").removesuffix("-by-version").split("-")
+    settings = [n for n in names if n in ("mlp", "mha", "rnn")] or None
+    return analysis.learned_caveat(cells, settings=settings)
+
+
+@pytest.mark.slow
+def test_figures_tables_and_caveats_as_a_reader_sees_them(built_site: Path, site_url: str) -> None:
+    """Every figure: numbered caption, real alt text, full width, a link to its full SVG; no table
+    or formula wider than the text without a scrollbar; every results figure with the caveat that
+    ``analysis.learned`` asks for, at a laptop's width (:data:`PROBE_WIDTH` px)."""
+    problems: list[str] = []
+    seen_results_figures = 0
+    for page in _site_pages(built_site):
+        relative = page.relative_to(built_site).as_posix()
+        if relative in {"genindex.html", "search.html", "index.html"}:
+            continue
+        found = _probe(site_url, relative)
+        for src in found["bare_images"]:
+            problems.append(f"{relative}: image {src} is not in a captioned figure")
+        for fig in found["figures"]:
+            where = f"{relative}#{fig['id']}"
+            if not fig["numbered"] or len(fig["caption"]) < 40:
+                problems.append(f"{where}: no numbered caption that says what is shown")
+            if _looks_like_a_path(fig["alt"]):
+                problems.append(f"{where}: alt text {fig['alt']!r} is not a description")
+            if "wide-figure" in fig["classes"].split():
+                if fig["width"] < 0.95 * found["article_width"]:
+                    problems.append(f"{where}: drawn {fig['width']:.0f} px wide, not full width")
+                if not fig["link"].endswith(".svg"):
+                    problems.append(f"{where}: no click-to-enlarge link to the full SVG")
+        for element in found["wide"]:
+            how = (
+                f"scrolls only at its bottom, {element['box_height']} px down"
+                if element["scrolls"]
+                else "is cut off"
+            )
+            problems.append(
+                f"{relative}: a {element['tag']} {element['width']} px wide {how} "
+                f"({element['text']!r})"
+            )
+        stem = Path(relative).stem
+        if stem in RESULTS_PAGES:
+            for fig in found["figures"]:
+                classes = fig["classes"].split()
+                if "results-figure" not in classes:
+                    continue
+                seen_results_figures += 1
+                scope = next((c for c in classes if c.startswith("scope-")), "scope-all")
+                if scope == "scope-example":  # one configuration chosen by a parameter
+                    continue
+                expected = _expected_caveat(RESULTS_PAGES[stem], scope)
+                where = f"{relative}#{fig['id']}"
+                if expected and not fig["caveat"]:
+                    problems.append(f"{where}: cells have not learned, but no caveat follows")
+                elif not expected and fig["caveat"]:
+                    problems.append(f"{where}: a caveat although every cell has learned")
+                for listed in re.findall(r"[A-Z]{3} \w+ \(R = [0-9, ]+\)", expected):
+                    if listed not in fig["caveat"]:
+                        problems.append(f"{where}: the caveat does not name {listed}")
+    assert seen_results_figures >= 15, f"only {seen_results_figures} results figures found"
+    assert not problems, "\n".join(problems)

@@ -72,11 +72,73 @@ def test_show_returns_svg_for_notebooks() -> None:
     assert "<svg" in shown.data
 
 
-def test_model_colours_are_the_papers() -> None:
-    assert style.model_color("GT_Modular") == "#31356e"
-    assert style.model_color("monolithic") == "#d690aa"
+def test_model_colours_are_okabe_ito_and_unknown_names_fail() -> None:
+    assert style.model_color("GT_Modular") == "#0072b2"
+    assert style.model_color("monolithic") == "#d55e00"
     with pytest.raises(ValueError, match="unknown model 'mixture'"):
         style.model_color("mixture")
+
+
+# Colour-vision deficiency simulation (Machado, Oliveira and Fernandes 2009, severity 1.0), applied
+# in linear RGB, and CIE L*a*b* distances (CIE76) between the simulated colours.
+_CVD = {
+    "protanopia": [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216],
+                   [-0.003882, -0.048116, 1.051998]],
+    "deuteranopia": [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413],
+                     [-0.011820, 0.042940, 0.968881]],
+    "tritanopia": [[1.255528, -0.076749, -0.178779], [-0.078411, 0.930809, 0.147602],
+                   [0.004733, 0.691367, 0.303900]],
+}  # fmt: skip
+
+
+def _linear(rgb: np.ndarray) -> np.ndarray:
+    return np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+
+
+def _lab(linear: np.ndarray) -> np.ndarray:
+    xyz = (
+        linear
+        @ np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]).T
+    )
+    xyz = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack(
+        [116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1
+    )
+
+
+def _min_distance(colours: list[str], vision: str | None) -> float:
+    rgb = _linear(np.array([mpl.colors.to_rgb(c) for c in colours]))
+    if vision is not None:
+        rgb = np.clip(rgb @ np.array(_CVD[vision]).T, 0, 1)
+    lab = _lab(rgb)
+    d = np.linalg.norm(lab[:, None] - lab[None], axis=-1)
+    return float(d[np.triu_indices(len(colours), 1)].min())
+
+
+@pytest.mark.parametrize("vision", [None, *_CVD])
+def test_paper_models_stay_distinct_for_colour_blind_readers(vision: str | None) -> None:
+    colours = [
+        style.model_color(m)
+        for m in ("gt-modular", "modular-op", "modular", "monolithic", "random")
+    ]
+    # the paper's purples, pinks and grey: about 10 apart under protanopia and deuteranopia
+    assert _min_distance(colours, vision) > 15, f"{vision}: two models look alike"
+
+
+def test_routing_variants_are_apart_in_grey_scale_too() -> None:
+    styles = {m: style.model_style(m) for m in style.MODEL_ORDER}
+    keys = {(s["marker"], str(s["linestyle"])) for s in styles.values()}
+    assert len(keys) == len(styles), "every model needs its own marker and line style"
+    assert len({s["marker"] for s in styles.values()}) == len(styles)
+    assert len({str(s["linestyle"]) for s in styles.values()}) == len(styles)
+    assert set(style.MODEL_HATCHES) == set(style.MODEL_COLORS)
+    variants = [
+        m
+        for m in style.MODEL_ORDER
+        if m not in ("gt-modular", "modular-op", "monolithic", "random")
+    ]
+    assert _min_distance([style.model_color(m) for m in variants], None) > 10
 
 
 def test_rule_colours_are_distinct() -> None:
@@ -292,10 +354,10 @@ def test_fig3_pies_state_settings_ties_and_colours(runs: pd.DataFrame, tmp_path:
     donut, sub = fig.axes[:2]
     # GT-Modular always wins; empty slices are dropped, so each pie has one wedge
     wedges = [p for p in donut.patches if isinstance(p, Wedge)]
-    assert len(wedges) == 1 and mpl.colors.to_hex(wedges[0].get_facecolor()) == "#31356e"
+    assert len(wedges) == 1 and mpl.colors.to_hex(wedges[0].get_facecolor()) == "#0072b2"
     assert wedges[0].width == pytest.approx(0.3), "the four-model pie is a donut"
     sub_wedges = [p for p in sub.patches if isinstance(p, Wedge)]
-    assert [mpl.colors.to_hex(w.get_facecolor()) for w in sub_wedges] == ["#704e85"]
+    assert [mpl.colors.to_hex(w.get_facecolor()) for w in sub_wedges] == ["#009e73"]
     assert "8 settings; 0 ties" in donut.get_title()
     assert "GT-Modular, Modular-op, Monolithic, Modular" in donut.get_title()
     assert "ties to Monolithic" in sub.get_title()
@@ -440,12 +502,72 @@ def test_result_figures_have_reproducible_bytes(runs: pd.DataFrame, curves: pd.D
         assert style.figure_bytes(draw()) == style.figure_bytes(draw())
 
 
+def _overlapping_tick_labels(fig: Figure) -> list[str]:
+    """Pairs of x tick labels of one axis whose drawn boxes overlap."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    clashes = []
+    for ax in _visible_axes(fig):
+        labels = [t for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
+        boxes = [t.get_window_extent(renderer) for t in labels]
+        for k in range(len(boxes) - 1):
+            if boxes[k].overlaps(boxes[k + 1]):
+                clashes.append(
+                    f"{ax.get_title()}: {labels[k].get_text()} / {labels[k + 1].get_text()}"
+                )
+    return clashes
+
+
+def test_perf_vs_size_tick_labels_never_overlap(runs: pd.DataFrame) -> None:
+    # the shipped RNN models: parameter counts 99.5k, 101k, 103k, 106k across R (a few % apart)
+    narrow = runs.copy()
+    narrow["n_params"] = 99_500 + 2_000 * np.log2(narrow["num_rules"]) + narrow["n_params"] % 7
+    for table in (runs, narrow):
+        fig = paper.perf_vs_size(table)
+        assert _overlapping_tick_labels(fig) == []
+        for ax in _visible_axes(fig):
+            texts = [t.get_text() for t in ax.get_xticklabels()]
+            assert len(texts) == len(set(texts)), f"repeated tick labels {texts}"
+    ticks = [t.get_text() for t in _visible_axes(paper.perf_vs_size(narrow))[0].get_xticklabels()]
+    assert len(ticks) == 2, "a narrow range gets its two ends only"
+
+
+def _mha_versions(runs: pd.DataFrame) -> pd.DataFrame:
+    rnn = runs[runs["setting"] == "rnn"]
+    return pd.concat(
+        [rnn.assign(setting="mha", search_version=v, perf=rnn["perf"] * v) for v in (1.0, 2.0)],
+        ignore_index=True,
+    )
+
+
+def test_search_version_figures_draw_each_version_apart(runs: pd.DataFrame) -> None:
+    mha = _mha_versions(runs)
+    fig = paper.perf_per_search_version(pd.concat([runs, mha], ignore_index=True))
+    axes = _visible_axes(fig)
+    assert len(axes) == 2 * 4
+    assert axes[0].get_title() == "MHA search v1 · Classification | ID"
+    assert axes[4].get_title() == "MHA search v2 · Classification | ID"
+    # version 2's numbers are twice version 1's: the lines are not pooled
+    v1 = axes[0].get_lines()[0].get_ydata()
+    v2 = axes[4].get_lines()[0].get_ydata()
+    np.testing.assert_allclose(np.asarray(v2), 2 * np.asarray(v1))
+    metrics_fig = paper.fig5_metrics_vs_rules(mha, by="search_version")
+    titles = [ax.get_title() for ax in _visible_axes(metrics_fig)]
+    assert (
+        titles[0] == "MHA search v1 · Collapse-Avg" and titles[5] == "MHA search v2 · Collapse-Avg"
+    )
+    with pytest.raises(ValueError, match="needs MHA runs"):
+        paper.perf_per_search_version(runs)
+    with pytest.raises(ValueError, match="needs MHA runs"):
+        paper.fig5_metrics_vs_rules(runs, by="search_version")
+
+
 def test_result_figures_refuse_bad_input(runs: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match="checkpoint must be one of last, best, pooled"):
         paper.fig4_perf_vs_rules(runs, checkpoint="final")
     with pytest.raises(TypeError, match="must be a pandas DataFrame"):
         paper.fig5_metrics_vs_rules([1, 2])
-    with pytest.raises(ValueError, match="by must be None, 'setting' or 'task'"):
+    with pytest.raises(ValueError, match="by must be None, 'setting', 'task' or 'search_version'"):
         paper.fig5_metrics_vs_rules(runs, by="seed")
     with pytest.raises(ValueError, match="table is empty"):
         paper.fig6_metrics_per_model(runs.iloc[:0])
@@ -462,7 +584,7 @@ def test_every_registered_model_has_a_label_colour_and_marker() -> None:
     for name in MODEL_NAMES:
         assert name in style.MODEL_ORDER and name in style.MODEL_LABELS
         assert style.model_color(name).startswith("#")
-        assert name in paper.MODEL_MARKERS
+        assert name in style.MODEL_MARKERS
     assert len(set(style.MODEL_COLORS.values())) == len(style.MODEL_COLORS)
 
 
@@ -519,7 +641,7 @@ def test_calibration_figure_marks_the_budget(curves: pd.DataFrame) -> None:
     fig = calibration_curves(curves, {"mlp": 20, "rnn": 30})
     assert len(fig.axes) == 4
     assert "budget B" in _legend_labels(fig)
-    dashed = [line for ax in fig.axes for line in ax.get_lines() if line.get_linestyle() == "--"]
+    dashed = [line for ax in fig.axes for line in ax.get_lines() if line.get_label() == "budget B"]
     assert sorted({line.get_xdata()[0] for line in dashed}) == [20, 30]
     with pytest.raises(ValueError, match="non-empty curves table"):
         calibration_curves(curves.iloc[:0], {"mlp": 20})

@@ -39,10 +39,12 @@ FIGURES = {
         "fig4_perf_vs_rules",
         "perf_vs_size",
         "perf_per_length",
+        "perf_per_search_version",
     ],
     "06_results_specialization": [
         "fig5_metrics_vs_rules",
         "fig5_metrics_vs_rules_by_setting",
+        "fig5_metrics_vs_rules_by_search_version",
         "fig6_metrics_per_model",
         "metrics_per_capacity",
         "learned_activation_matrices",

@@ -88,7 +88,16 @@ def test_paired_differences_pair_the_same_runs() -> None:
     assert not by.loc["alignment", "excludes_zero"]
     assert by.loc["perf", "is_relative"] and not by.loc["alignment", "is_relative"]
     assert by.loc["perf", "difference"] == pytest.approx(0.1, rel=0.01)  # 10% worse, per pair
-    assert routing_study.describe_difference(by.loc["perf"]).endswith("relative)")
+    # a relative column pools losses with errors only through relative changes: no pooled means
+    perf_text = routing_study.describe_difference(by.loc["perf"])
+    assert perf_text.startswith("+10% relative to modular (95% CI [")
+    assert "→" not in perf_text
+    assert np.isnan(by.loc["perf", "base_mean"]) and np.isnan(by.loc["perf", "variant_mean"])
+    one_task = pd.concat([base, balanced])
+    one_task = one_task[one_task["task"] == "regression"]
+    single = routing_study.paired_differences(one_task, "modular", "modular-balanced")
+    single = single.set_index("column")
+    assert single.loc["perf", "base_mean"] == pytest.approx(1.0, abs=0.05), "one unit: a mean"
     assert routing_study.verdict(diffs, "modular-balanced") == (
         "collapse lower (-0.250), specialisation unchanged (Alignment +0.000, inverse MI +0.000), "
         "ID error/loss higher (+10%): balanced, not specialised"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mod_arch_core import provenance, reproduce, results, routing_study
@@ -100,3 +101,23 @@ def test_one_shipped_configuration_reproduces_on_cpu() -> None:
     compared = comparison.table.dropna(subset=["fresh_mean"])
     assert {"perf", "perf_ood", "best_iteration"} <= set(compared["column"])
     assert set(compared["checkpoint"]) == {"best", "last"}
+
+
+@pytest.mark.parametrize("folder", ["reference", "routing-quick"])
+def test_learned_judges_every_cell_of_the_shipped_results(folder: str) -> None:
+    """One verdict per (setting, task, R) of the results the chapters read, from the thresholds."""
+    from mod_arch_core import analysis
+
+    loaded = results.load(ROOT / "results" / folder)
+    cells = analysis.learned(loaded.runs, loaded.curves)
+    last = loaded.runs[loaded.runs["checkpoint"] == "last"]
+    expected = last[["setting", "task", "num_rules"]].drop_duplicates()
+    assert len(cells) == len(expected)
+    assert set(cells["verdict"]) <= {"learned, separates", "learned, within noise", "not learned"}
+    classification = cells["task"] == "classification"
+    assert (cells.loc[classification, "threshold"] == analysis.LEARNED_MAX_ERROR).all()
+    regression = cells[~classification]
+    np.testing.assert_allclose(
+        regression["threshold"], analysis.LEARNED_LOSS_FRACTION * regression["untrained"]
+    )
+    assert (cells["learned"] == (cells["final"] <= cells["threshold"])).all()

@@ -13,14 +13,13 @@ from mod_arch_core.figures.paper import (
     PERF_LABELS,
     PERF_MODELS,
     PathLike,
-    _color,
     _finish,
     _grid,
     _label,
     _legend,
     _ordered,
 )
-from mod_arch_core.figures.style import figure_style
+from mod_arch_core.figures.style import figure_style, model_style
 from mod_arch_core.validation import SETTINGS, TASKS
 
 __all__ = ["calibration_curves"]
@@ -49,7 +48,7 @@ def calibration_curves(
     """ID performance during the long calibration runs, one panel per setting and task.
 
     One line per model (mean over its runs of the ``perf`` column of the curves table); a dashed
-    vertical line marks the setting's budget B. A panel whose values span more than a decade has a
+    vertical line marks the setting's budget B; models keep their colours and line styles. A panel whose values span more than a decade has a
     logarithmic y axis (linear below 1, so that a zero error stays on the plot): the interesting
     part is how much the curve still falls after B
     (:func:`mod_arch_core.calibration.budget_comparison`).
@@ -69,12 +68,12 @@ def calibration_curves(
                 means = part.groupby(["model", "iteration"], as_index=False)["perf"].mean()
                 for model in _ordered(means["model"], PERF_MODELS):
                     line = means[means["model"] == model].sort_values("iteration")
-                    ax.plot(
-                        line["iteration"], line["perf"], lw=1.4, color=_color(model),
-                        label=_label(model),
-                    )  # fmt: skip
+                    style = {**model_style(model), "marker": None}
+                    ax.plot(line["iteration"], line["perf"], lw=1.6, label=_label(model), **style)
                 if setting in budgets:
-                    ax.axvline(budgets[setting], color="#222222", ls="--", lw=1.0, label="budget B")
+                    ax.axvline(
+                        budgets[setting], color="#222222", ls=(0, (6, 2)), lw=1.2, label="budget B"
+                    )
                 _scale(ax, means["perf"].to_numpy(dtype=float), task)
                 ax.set_title(f"{setting.upper()} · {task}", fontsize=10)
                 ax.set_xlabel("Iteration" if i == len(settings) - 1 else "")

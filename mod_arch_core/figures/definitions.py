@@ -36,6 +36,7 @@ from mod_arch_core.figures.style import (
     MODEL_LABELS,
     figure_style,
     model_color,
+    model_style,
     new_figure,
     rule_colors,
     save_figure,
@@ -440,12 +441,14 @@ def parameter_count_figure(table: pd.DataFrame, *, path: PathLike | None = None)
                     .agg(["median", "min", "max"])
                     * 100.0
                 )
-                color = model_color(model)
+                style = {**model_style(model), "color": model_color(model)}
                 ax.plot(
-                    stats.index, stats["median"], marker="o", ms=4, color=color,
-                    label=MODEL_LABELS.get(model, model),
+                    stats.index, stats["median"], ms=5, label=MODEL_LABELS.get(model, model),
+                    **style,
                 )  # fmt: skip
-                ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.2)
+                ax.fill_between(
+                    stats.index, stats["min"], stats["max"], color=style["color"], alpha=0.2
+                )
             ax.axhline(0.0, color="black", lw=0.8)
             ax.set_xscale("log", base=2)
             ax.set_xticks(sorted(part["num_rules"].unique()))

@@ -23,6 +23,8 @@ Fig. 6 (metrics per model)         :func:`fig6_metrics_per_model`
 Fig. 7 (training curves)           :func:`fig7_training_curves`
 appendix ``perf_p*``               :func:`perf_vs_size`
 appendix ``perf_{L}_*``            :func:`perf_per_length`
+MHA per search version             :func:`perf_per_search_version`,
+                                   :func:`fig5_metrics_vs_rules` (``by="search_version"``)
 appendix ``*_full``                :func:`metrics_per_capacity`
 =================================  =======================================================
 
@@ -45,8 +47,10 @@ from mod_arch_core import analysis, metrics
 from mod_arch_core.figures.definitions import METRIC_LABELS, _heatmap
 from mod_arch_core.figures.style import (
     MODEL_COLORS,
+    MODEL_HATCHES,
     MODEL_LABELS,
     figure_style,
+    model_style,
     new_figure,
     save_figure,
 )
@@ -65,6 +69,7 @@ __all__ = [
     "learned_activation_figure",
     "metrics_per_capacity",
     "perf_per_length",
+    "perf_per_search_version",
     "perf_vs_size",
     "training_runs_figure",
 ]
@@ -85,26 +90,12 @@ FIGURE_FILES: dict[str, str] = {
     "fig6_metrics_per_model": "fig6_metrics_per_model",
     "fig7_training_curves": "fig7_training_curves",
     "perf_vs_size": "perf_vs_size",
+    "perf_per_search_version": "perf_per_search_version",
     "perf_per_length": "perf_per_length",
     "metrics_per_capacity": "metrics_per_capacity",
     "learned_activation_figure": "learned_activation_matrices",
     "training_runs_figure": "training_runs",
     "activation_matrices_figure": "activation_matrices",
-}
-#: A marker per model, so that lines stay apart in grey scale too.
-MODEL_MARKERS: dict[str, str] = {
-    "gt-modular": "o",
-    "modular-op": "s",
-    "modular": "^",
-    "monolithic": "D",
-    "modular-topk": "v",
-    "modular-top2": "<",
-    "modular-gumbel": ">",
-    "modular-op-topk": "P",
-    "modular-balanced": "X",
-    "modular-entropy": "*",
-    "modular-topk-balanced": "p",
-    "modular-gumbel-balanced": "h",
 }
 #: Y-axis label per task (spec §5.1).
 PERF_LABELS: dict[str, str] = {"regression": "Loss (L1)", "classification": "Error (%)"}
@@ -166,11 +157,15 @@ def _log2_axis(ax: Any, values: Sequence[float]) -> None:
 
 
 def _band(ax: Any, part: pd.DataFrame, x: str, model: str, *, markers: bool = True) -> None:
+    """A model's mean line (its colour, marker and line style) over its interval band."""
     part = part.sort_values(x)
-    color = _color(model)
-    marker = MODEL_MARKERS.get(model, "o") if markers else None
-    ax.plot(part[x], part["mean"], marker=marker, ms=4, lw=1.6, color=color, label=_label(model))
-    ax.fill_between(part[x], part["ci_low"], part["ci_high"], color=color, alpha=0.2, lw=0)
+    style = model_style(model)
+    if not markers:
+        style["marker"] = None
+    ax.plot(part[x], part["mean"], ms=5, lw=1.8, label=_label(model), **style)
+    ax.fill_between(
+        part[x], part["ci_low"], part["ci_high"], color=style["color"], alpha=0.18, lw=0
+    )
 
 
 def _bars(
@@ -197,6 +192,7 @@ def _bars(
         )
         ax.bar(
             positions + offset, np.nan_to_num(mean), width=width * 0.95, color=_color(name),
+            hatch=MODEL_HATCHES.get(name, ""), edgecolor="white", linewidth=0.0,
             label=_label(name), yerr=np.nan_to_num(err), capsize=2,
             error_kw={"elinewidth": 1.0, "ecolor": "#222222"},
         )  # fmt: skip
@@ -212,6 +208,11 @@ def _legend(fig: Figure, axes: Sequence[Any], *, ncols: int | None = None) -> No
                 handles.append(handle)
                 labels.append(label)
     fig.legend(handles, labels, loc="outside lower center", ncols=ncols or len(labels))
+
+
+def _plural(n: int, noun: str) -> str:
+    """``"1 tie"``, ``"0 ties"``, ``"3 ties"``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _ci_note(confidence: float) -> str:
@@ -276,6 +277,7 @@ def fig3_ranking_pies(
             )
             _, _, texts = ax.pie(
                 wins, colors=[_color(m) for m in order], labels=None, autopct="%.1f%%",
+                hatch=[MODEL_HATCHES.get(m, "") for m in order],
                 startangle=90, counterclock=False, wedgeprops=wedge,
                 pctdistance=0.85 if contest == "all" else 0.6,
             )  # fmt: skip
@@ -288,16 +290,23 @@ def fig3_ranking_pies(
             no_winner = int(result.loc[metrics.NO_WINNER, "wins"])
             if contest == "all":
                 title = (
-                    f"Best of four models\n{n} settings; {ties} ties, given to the first of\n"
+                    f"Best of four models\n{_plural(n, 'setting')}; {_plural(ties, 'tie')}, "
+                    "given to the first of\n"
                     "GT-Modular, Modular-op, Monolithic, Modular"
                 )
             else:
-                title = f"Modular vs Monolithic\n{n} settings; {ties} ties, ties to Monolithic"
+                title = (
+                    f"Modular vs Monolithic\n{_plural(n, 'setting')}; {_plural(ties, 'tie')}, "
+                    "ties to Monolithic"
+                )
             if no_winner:
                 title += f"; {no_winner} without a finite score"
             ax.set_title(title, fontsize=10)
             for model, count in zip(order, wins, strict=True):
-                ax.plot([], [], "s", color=_color(model), ms=9, label=f"{_label(model)} ({count})")
+                ax.bar(
+                    [0], [0], color=_color(model), hatch=MODEL_HATCHES.get(model, ""),
+                    edgecolor="white", label=f"{_label(model)} ({count})",
+                )  # fmt: skip
             ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), ncols=2, fontsize=9)
         fig.suptitle(
             f"Share of settings won ({split}, {checkpoint} checkpoint, ranking {direction})",
@@ -361,6 +370,57 @@ def fig4_perf_vs_rules(
         return _finish(fig, figures_dir, name)
 
 
+def perf_per_search_version(
+    runs: pd.DataFrame,
+    *,
+    checkpoint: str = "last",
+    confidence: float = 0.95,
+    figures_dir: PathLike | None = None,
+    name: str = FIGURE_FILES["perf_per_search_version"],
+) -> Figure:
+    """Fig. 4 for the attention setting, one row per MHA search version (``book/errata.md`` item 6).
+
+    The paper pools its two search versions (scalar distance, version 1; cosine similarity of unit
+    keys, version 2) in every figure; this draws them apart. Columns are the four task | split
+    panels of Fig. 4; one line per model with a 95% bootstrap band over runs (capacities, data
+    seeds and seeds pooled within a version).
+    """
+    table = _checked(runs, checkpoint)
+    table = table[(table["setting"] == "mha") & table["search_version"].notna()]
+    if table.empty:
+        raise ValueError("perf_per_search_version needs MHA runs; the table has none")
+    long = analysis.performance_long(table)
+    summary = analysis.summarise(
+        long, ["search_version", "panel", "model", "num_rules"], confidence=confidence
+    )
+    versions = sorted(int(v) for v in summary["search_version"].unique())
+    with figure_style():
+        fig, axes = _grid(
+            len(versions), len(analysis.PANELS), figsize=(13.0, 2.9 * len(versions) + 1.0),
+        )  # fmt: skip
+        for i, version in enumerate(versions):
+            for j, panel in enumerate(analysis.PANELS):
+                ax = axes[i, j]
+                part = summary[(summary["search_version"] == version) & (summary["panel"] == panel)]
+                for model in _ordered(part["model"], PERF_MODELS):
+                    _band(ax, part[part["model"] == model], "num_rules", model)
+                if part.empty:
+                    ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
+                else:
+                    _log2_axis(ax, part["num_rules"])
+                task = panel.split(" | ")[0].lower()
+                ax.set_title(f"MHA search v{version} · {panel}", fontsize=10)
+                ax.set_ylabel(PERF_LABELS[task] if j in (0, 2) else "")
+                ax.set_xlabel("Rules" if i == len(versions) - 1 else "")
+        _legend(fig, axes.ravel())
+        fig.suptitle(
+            f"MHA performance vs number of rules per search version ({checkpoint} checkpoint; "
+            f"{_ci_note(confidence)})",
+            fontsize=11,
+        )
+        return _finish(fig, figures_dir, name)
+
+
 def perf_vs_size(
     runs: pd.DataFrame,
     *,
@@ -400,8 +460,8 @@ def perf_vs_size(
                         mean = points["mean"].to_numpy()
                         err = np.vstack([mean - points["ci_low"], points["ci_high"] - mean])
                         ax.errorbar(
-                            points["n_params"], mean, yerr=err, marker="o", ms=marker_size[r],
-                            lw=1.0, capsize=2, color=_color(model),
+                            points["n_params"], mean, yerr=err, ms=marker_size[r],
+                            lw=1.0, capsize=2, **model_style(model),
                             label=_label(model) if k == 0 else None,
                         )  # fmt: skip
                 if not part.empty:
@@ -428,17 +488,28 @@ def _compact(value: float) -> str:
 
 
 def _size_axis(ax: Any, values: pd.Series) -> None:
-    """A log x axis with three readable ticks (min, geometric middle, max) in k / M units."""
+    """A log x axis with readable, non-overlapping ticks in k / M units.
+
+    Three ticks (min, geometric middle, max) when the sizes span at least a factor 4; the two
+    ends only when they are closer (the RNN's parameter counts differ by a few percent across R,
+    where three labels such as "99.5k", "101k", "103k" would run into each other); one tick for a
+    single size. Labels are rotated so that two ends of a narrow range still fit.
+    """
     from matplotlib.ticker import NullFormatter, NullLocator
 
     low, high = float(values.min()), float(values.max())
     ax.set_xscale("log")
-    ticks = [low] if high <= low * 1.001 else list(np.geomspace(low, high, 3))
+    if high <= low * 1.001:
+        ticks = [low]
+    elif high >= 4 * low:
+        ticks = list(np.geomspace(low, high, 3))
+    else:
+        ticks = [low, high]
     ax.set_xticks(ticks)
-    ax.set_xticklabels([_compact(t) for t in ticks])
+    ax.set_xticklabels([_compact(t) for t in ticks], rotation=30, ha="right")
     ax.xaxis.set_minor_locator(NullLocator())
     ax.xaxis.set_minor_formatter(NullFormatter())
-    pad = max(np.log10(high / low) * 0.08, 0.02)
+    pad = max(np.log10(high / low) * 0.15, 0.02)
     ax.set_xlim(low / 10**pad, high * 10**pad)
 
 
@@ -522,16 +593,26 @@ def fig5_metrics_vs_rules(
     Columns Collapse-Avg, Collapse-Worst, Alignment, Adaptation, Inverse MI; x is R
     (categorical); bars GT-Modular, Modular-op, Modular and Random (spec §5.5) with 95% bootstrap
     intervals over runs. ``by="setting"`` adds one row per architecture (the appendix's
-    per-setting files); None pools every setting and task, as the paper does.
+    per-setting files); ``by="search_version"`` draws the MHA runs only, one row per search
+    version (``book/errata.md`` item 6); None pools every setting and task, as the paper does.
     """
-    if by not in (None, "setting", "task"):
-        raise ValueError(f"by must be None, 'setting' or 'task'; got {by!r}")
+    if by not in (None, "setting", "task", "search_version"):
+        raise ValueError(f"by must be None, 'setting', 'task' or 'search_version'; got {by!r}")
     keys = [] if by is None else [by]
+    if by == "search_version":
+        runs = runs[(runs["setting"] == "mha") & runs["search_version"].notna()]
+        if runs.empty:
+            raise ValueError("by='search_version' needs MHA runs; the table has none")
     summary = _metric_summary(runs, checkpoint, [*keys, "num_rules"], confidence)
-    rows = [None] if by is None else _ordered(summary[by], SETTINGS if by == "setting" else TASKS)
+    if by == "search_version":
+        rows = sorted(summary[by].unique())
+    else:
+        rows = (
+            [None] if by is None else _ordered(summary[by], SETTINGS if by == "setting" else TASKS)
+        )
     rules = sorted(summary["num_rules"].unique())
     with figure_style():
-        fig, axes = _grid(len(rows), len(analysis.METRICS), figsize=(16.0, 3.0 * len(rows) + 1.1))
+        fig, axes = _grid(len(rows), len(analysis.METRICS), figsize=(14.0, 3.0 * len(rows) + 1.1))
         for i, row in enumerate(rows):
             for j, metric in enumerate(analysis.METRICS):
                 ax = axes[i, j]
@@ -540,7 +621,12 @@ def fig5_metrics_vs_rules(
                     part = part[part[by] == row]
                 _bars(ax, part, "num_rules", rules, _ordered(part["model"], METRIC_MODELS))
                 title = METRIC_TITLES[metric]
-                ax.set_title(title if row is None else f"{row.upper()} · {title}", fontsize=10)
+                if row is None:
+                    ax.set_title(title, fontsize=10)
+                elif by == "search_version":
+                    ax.set_title(f"MHA search v{int(row)} · {title}", fontsize=10)
+                else:
+                    ax.set_title(f"{row.upper()} · {title}", fontsize=10)
                 ax.set_xlabel("Rules" if i == len(rows) - 1 else "")
                 ax.set_ylabel("Score" if j == 0 else "")
         _legend(fig, axes.ravel())
@@ -567,7 +653,7 @@ def fig6_metrics_per_model(
     """
     summary = _metric_summary(runs, checkpoint, [], confidence)
     with figure_style():
-        fig, axes = _grid(1, len(analysis.METRICS), figsize=(16.0, 3.6))
+        fig, axes = _grid(1, len(analysis.METRICS), figsize=(14.0, 3.6))
         axes = axes.ravel()
         for ax, metric in zip(axes, analysis.METRICS, strict=True):
             part = summary[summary["metric"] == metric]
@@ -578,6 +664,7 @@ def fig6_metrics_per_model(
             err = np.vstack([mean - indexed["ci_low"], indexed["ci_high"] - mean])
             ax.bar(
                 positions, mean, color=[_color(m) for m in models], yerr=err, capsize=3,
+                hatch=[MODEL_HATCHES.get(m, "") for m in models], edgecolor="white", linewidth=0.0,
                 error_kw={"elinewidth": 1.0, "ecolor": "#222222"},
             )  # fmt: skip
             ax.set_xticks(positions)

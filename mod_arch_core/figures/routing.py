@@ -79,7 +79,7 @@ def routing_metrics(
     )
     rules = sorted(summary["num_rules"].unique())
     with figure_style():
-        fig, axes = _grid(1, len(analysis.METRICS), figsize=(17.0, 3.9))
+        fig, axes = _grid(1, len(analysis.METRICS), figsize=(14.0, 3.9))
         for j, metric in enumerate(analysis.METRICS):
             ax = axes[0, j]
             for model in chosen:

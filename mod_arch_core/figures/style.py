@@ -31,11 +31,15 @@ from mod_arch_core.validation import PAPER_MODELS
 
 __all__ = [
     "MODEL_COLORS",
+    "MODEL_HATCHES",
     "MODEL_LABELS",
+    "MODEL_LINESTYLES",
+    "MODEL_MARKERS",
     "MODEL_ORDER",
     "figure_bytes",
     "figure_style",
     "model_color",
+    "model_style",
     "new_figure",
     "rule_colors",
     "save_figure",
@@ -69,22 +73,77 @@ MODEL_LABELS: dict[str, str] = {
     "modular-topk-balanced": "Top-1 + balanced",
     "modular-gumbel-balanced": "Gumbel + balanced",
 }
-#: The paper's model colours (its ranking pies, spec §5.6); grey for the Random baseline.
+#: Model colours. The paper used four close shades of purple and pink, which readers with a colour
+#: vision deficiency (and many without) cannot tell apart. The paper's models take four colours of the
+#: Okabe-Ito palette (Okabe and Ito 2008, "Color Universal Design"), which stay distinct under
+#: protanopia, deuteranopia and tritanopia; Random is a neutral grey. The routing variants beyond the
+#: paper take Paul Tol's "muted" scheme (Tol 2021, "Colour schemes", SRON/EPS/TN/09-002). Colour is
+#: never the only cue: every model also has its own marker (:data:`MODEL_MARKERS`), line style
+#: (:data:`MODEL_LINESTYLES`) and bar hatch (:data:`MODEL_HATCHES`), so that lines and bars stay
+#: apart in grey scale.
 MODEL_COLORS: dict[str, str] = {
-    "gt-modular": "#31356e",
-    "modular": "#704e85",
-    "modular-op": "#a66c98",
-    "monolithic": "#d690aa",
-    "random": "#8c8c8c",
-    # routing variants: hard routers in greens, regularised soft routers in oranges
-    "modular-topk": "#1b7837",
-    "modular-top2": "#5aae61",
-    "modular-gumbel": "#a6dba0",
-    "modular-op-topk": "#35978f",
-    "modular-balanced": "#e08214",
-    "modular-entropy": "#b35806",
-    "modular-topk-balanced": "#fdb863",
-    "modular-gumbel-balanced": "#8c510a",
+    "gt-modular": "#0072b2",  # Okabe-Ito blue
+    "modular-op": "#e69f00",  # Okabe-Ito orange
+    "modular": "#009e73",  # Okabe-Ito bluish green
+    "monolithic": "#d55e00",  # Okabe-Ito vermillion
+    "random": "#4d4d4d",  # dark grey: apart from the bluish green under deuteranopia
+    # routing variants (Tol muted): hard routers cool, regularised soft routers warm
+    "modular-topk": "#332288",  # indigo
+    "modular-top2": "#88ccee",  # cyan
+    "modular-gumbel": "#44aa99",  # teal
+    "modular-op-topk": "#999933",  # olive
+    "modular-balanced": "#cc6677",  # rose
+    "modular-entropy": "#882255",  # wine
+    "modular-topk-balanced": "#aa4499",  # purple
+    "modular-gumbel-balanced": "#ddcc77",  # sand
+}
+#: A marker per model (lines and points), so that models stay apart without colour.
+MODEL_MARKERS: dict[str, str] = {
+    "gt-modular": "o",
+    "modular-op": "s",
+    "modular": "^",
+    "monolithic": "D",
+    "random": "x",
+    "modular-topk": "v",
+    "modular-top2": "<",
+    "modular-gumbel": ">",
+    "modular-op-topk": "P",
+    "modular-balanced": "X",
+    "modular-entropy": "*",
+    "modular-topk-balanced": "p",
+    "modular-gumbel-balanced": "h",
+}
+#: A line style per model: the paper's four models are solid, dashed, dash-dot and dotted.
+MODEL_LINESTYLES: dict[str, Any] = {
+    "gt-modular": "-",
+    "modular-op": "--",
+    "modular": "-.",
+    "monolithic": ":",
+    "random": (0, (1, 1)),
+    "modular-topk": (0, (5, 1)),
+    "modular-top2": (0, (3, 1, 1, 1)),
+    "modular-gumbel": (0, (3, 1, 1, 1, 1, 1)),
+    "modular-op-topk": (0, (7, 2, 2, 2)),
+    "modular-balanced": (0, (2, 2)),
+    "modular-entropy": (0, (6, 3)),
+    "modular-topk-balanced": (0, (1, 2, 4, 2)),
+    "modular-gumbel-balanced": (0, (4, 1, 1, 1, 1, 1, 1, 1)),
+}
+#: A hatch per model for bars and pie wedges (empty: plain fill).
+MODEL_HATCHES: dict[str, str] = {
+    "gt-modular": "",
+    "modular-op": "//",
+    "modular": "..",
+    "monolithic": "\\\\",
+    "random": "xx",
+    "modular-topk": "--",
+    "modular-top2": "||",
+    "modular-gumbel": "++",
+    "modular-op-topk": "oo",
+    "modular-balanced": "OO",
+    "modular-entropy": "**",
+    "modular-topk-balanced": "-|",
+    "modular-gumbel-balanced": "/.",
 }
 #: Metadata written into every file: no creation date, so the bytes are reproducible.
 SVG_METADATA: dict[str, Any] = {"Date": None, "Creator": "mod_arch_core.figures"}
@@ -150,6 +209,20 @@ def model_color(model: str) -> str:
     if key not in MODEL_COLORS:
         raise ValueError(f"unknown model {model!r}; allowed: {', '.join(MODEL_COLORS)}")
     return MODEL_COLORS[key]
+
+
+def model_style(model: str) -> dict[str, Any]:
+    """Line keywords of a model: ``color``, ``marker``, ``linestyle`` (grey-scale safe).
+
+    Unknown names (a model added to the registry without a style) get a dark grey solid line
+    with a plain circle, so a new variant still plots.
+    """
+    key = model.strip().lower().replace("_", "-")
+    return {
+        "color": MODEL_COLORS.get(key, "#444444"),
+        "marker": MODEL_MARKERS.get(key, "o"),
+        "linestyle": MODEL_LINESTYLES.get(key, "-"),
+    }
 
 
 def save_figure(
