@@ -203,7 +203,10 @@ def _prompt_cells(group: list[Any], index: int) -> list[Any]:
 
 
 def student_version(nb: Any) -> Any:
-    """A copy of notebook ``nb`` with every run of ``solution`` cells replaced by one prompt.
+    """A copy of notebook ``nb`` with each worked solution replaced by one prompt.
+
+    A solution is a run of cells tagged ``solution`` that starts at a "Solution N" box (or at the
+    first tagged cell) and ends before the next box or the next untagged cell.
 
     Raises ``ValueError`` when the notebook has no solution cell (a chapter without exercises has
     no student version).
@@ -213,14 +216,17 @@ def student_version(nb: Any) -> Any:
     group: list[Any] = []
     groups = 0
     for cell in [*out.cells, None]:
-        if cell is not None and is_solution(cell):
+        starts_new = cell is not None and bool(_SOLUTION_TITLE.search(cell.get("source", "")))
+        if cell is not None and is_solution(cell) and not (starts_new and group):
             group.append(cell)
             continue
         if group:
             groups += 1
             cells.extend(_prompt_cells(group, groups))
             group = []
-        if cell is not None:
+        if cell is not None and is_solution(cell):
+            group = [cell]  # the next solution starts right after the previous one
+        elif cell is not None:
             cells.append(cell)
     if not groups:
         raise ValueError("the notebook has no cell tagged 'solution'")
