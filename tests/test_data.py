@@ -32,6 +32,22 @@ def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+#: Relative tolerance of the stacked-vs-alone contract on targets: two float32 ulps. Inputs and
+#: rules are drawn by the same generator calls and must be bitwise equal. Targets are computed in
+#: float64 and rounded to float32 once; in float64 a matrix product's rounding still depends on
+#: the BLAS kernel, which depends on the batch shape (stacked or alone) and on the CPU, and a
+#: difference of ~1e-16 changes the float32 result only when it straddles a rounding boundary,
+#: and then by one ulp. Classification targets are thresholded and so compared exactly.
+TARGET_RTOL = 2.0**-22
+
+
+def assert_same_batch(a: Batch, b: Batch) -> None:
+    """The sampling contract between a stacked draw and the same draw alone (see TARGET_RTOL)."""
+    assert torch.equal(a.inputs, b.inputs)
+    assert torch.equal(a.rules, b.rules)
+    torch.testing.assert_close(a.targets, b.targets, rtol=TARGET_RTOL, atol=0.0)
+
+
 def small_task(setting: str, task: str, options: dict, data_seed: int = 0, **kw) -> RuleTask:
     return make_task(setting, task, kw.pop("num_rules", 4), data_seed, **options, **kw)
 
@@ -105,23 +121,30 @@ def naive_rnn(task: RuleTask, feats: np.ndarray, rules: np.ndarray) -> np.ndarra
 
 
 def assert_labels_match(task: RuleTask, batch: Batch) -> None:
+    """Targets equal the naive float64 oracle rounded to float32.
+
+    MLP/MHA labels are elementwise in float64: bit-exact. RNN labels are a float64 recursion of
+    matrix products whose summation order differs from the oracle's loop (~1e-16 apart), so they
+    agree within :data:`TARGET_RTOL`, and classes agree wherever the latent is not within 1e-9 of 0.
+    """
     latent = naive_latent(task, batch.inputs)
     targets = batch.targets.double().numpy()
-    exact = task.setting != "rnn"  # MLP/MHA labels are computed in float64: bit-exact
+    exact = task.setting != "rnn"
     if not task.is_classification:
         if exact:
             np.testing.assert_array_equal(targets, latent.astype(np.float32))
         else:
-            np.testing.assert_allclose(targets, latent, rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(
+                targets, latent.astype(np.float32), rtol=TARGET_RTOL, atol=0.0
+            )
         return
     expected = (latent >= 0).astype(np.float64)
     assert set(np.unique(targets)) <= {0.0, 1.0}
     if exact:
         np.testing.assert_array_equal(targets, expected)
-    else:  # float32 recursion: only labels within rounding distance of 0 may differ
+    else:
         disagree = targets != expected
-        assert np.all(np.abs(latent[disagree]) < 1e-4)
-        assert disagree.mean() < 1e-3
+        assert np.all(np.abs(latent[disagree]) < 1e-9)
 
 
 # ----------------------------------------------------------------------------------------
@@ -331,13 +354,10 @@ def test_stack_rows_equal_single_samples(setting, task, options):
     stacked = sample_stack(tasks, 12, [gen(s) for s in seeds], **kw)
     assert stacked.inputs.shape[0] == 4
     for k, (task_k, seed) in enumerate(zip(tasks, seeds, strict=True)):
-        single = task_k.sample(12, gen(seed), **kw)
-        for a, b in zip(stacked.run(k), single, strict=True):
-            assert torch.equal(a, b)
+        assert_same_batch(stacked.run(k), task_k.sample(12, gen(seed), **kw))
     # Position in the stack does not matter.
     reversed_stack = sample_stack(tasks[::-1], 12, [gen(s) for s in seeds[::-1]], **kw)
-    for a, b in zip(reversed_stack.run(0), stacked.run(3), strict=True):
-        assert torch.equal(a, b)
+    assert_same_batch(reversed_stack.run(0), stacked.run(3))
 
 
 @pytest.mark.parametrize(("setting", "task", "options"), CONFIGS, ids=CONFIG_IDS)
@@ -349,9 +369,7 @@ def test_shared_generator_shares_inputs_not_labels(setting, task, options):
     assert torch.equal(stacked.rules[0], stacked.rules[1])
     assert not torch.equal(stacked.targets[0], stacked.targets[1])
     for k, seed in enumerate((5, 5, 6)):
-        single = tasks[k].sample(16, gen(seed))
-        for a, b in zip(stacked.run(k), single, strict=True):
-            assert torch.equal(a, b)
+        assert_same_batch(stacked.run(k), tasks[k].sample(16, gen(seed)))
     # The shared generator advanced exactly once, as after one single-task sample.
     reference = gen(5)
     tasks[0].sample(16, reference)
@@ -372,9 +390,7 @@ def test_stack_contract_for_any_sharing_pattern(data, config, num_runs):
     pool = [gen(100 + i) for i in range(3)]
     stacked = sample_stack(tasks, 6, [pool[i] for i in gen_ids])
     for k in range(num_runs):
-        single = tasks[k].sample(6, gen(100 + gen_ids[k]))
-        for a, b in zip(stacked.run(k), single, strict=True):
-            assert torch.equal(a, b)
+        assert_same_batch(stacked.run(k), tasks[k].sample(6, gen(100 + gen_ids[k])))
 
 
 # ----------------------------------------------------------------------------------------
