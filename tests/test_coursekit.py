@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 import nbformat
 import pytest
+import yaml
 
 from mod_arch_core import book, bootstrap, coursekit, glued
 
@@ -143,6 +144,8 @@ def test_course_guide_links_every_student_version() -> None:
         assert f"executed/{name}" in page, name
     assert "{doc}`survey-map`" in page, "the seminar plan is built around the survey map"
     assert "make student" in page
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    assert coursekit.STUDENT_DIR in config["exclude_patterns"], "downloads, not pages"
 
 
 # --------------------------------------------------------------------------------------
