@@ -178,7 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="progress bar (default: when interactive)",
     )
-    t.add_argument("--out", required=True, help="results folder to write (created)")
+    t.add_argument(
+        "--out", required=True, help="results folder to write: new or empty (see --overwrite)"
+    )
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing results folder at --out (swapped in once the new one is written)",
+    )
     t.set_defaults(func=_cmd_train)
 
     s = commands.add_parser(
@@ -194,7 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="profile name (smoke, quick, reference, paper) or a YAML file",
     )
-    s.add_argument("--out", required=True, help="results folder of the sweep")
+    s.add_argument(
+        "--out",
+        required=True,
+        help="results folder of the sweep: new, empty, or a sweep of the same profile to resume",
+    )
+    s.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the contents of --out first if it holds anything else than this sweep",
+    )
     s.add_argument(
         "--set",
         dest="overrides",
@@ -252,10 +268,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="also check that every configuration of this profile is present",
     )
     c.set_defaults(func=_cmd_collect)
+
+    r = commands.add_parser(
+        "reproduce",
+        help="re-train one configuration of a results folder and compare with its rows",
+        description="Re-train one configuration of a results folder (e.g. the shipped "
+        "results/reference) at its profile's settings and compare the fresh rows with the stored "
+        "ones: bitwise when this machine's hardware fingerprint and torch version are the ones "
+        "recorded, otherwise within seed noise (per metric, |Welch t| <= 6). Exit status 1 if "
+        "the rows are not reproduced.",
+    )
+    r.add_argument("folder", help="results folder, e.g. results/reference")
+    r.add_argument("--setting", required=True, type=_name(SETTINGS), help=", ".join(SETTINGS))
+    r.add_argument("--task", required=True, type=_name(TASKS), help=", ".join(TASKS))
+    r.add_argument("--model", required=True, type=_name(PAPER_MODELS), help=", ".join(PAPER_MODELS))
+    r.add_argument("--num-rules", required=True, type=_int_at_least(2), help="R")
+    r.add_argument("--device", default="cpu", help="cpu or cuda")
+    r.set_defaults(func=_cmd_reproduce)
     return parser
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from mod_arch_core.folders import check_train_out, write_folder
+
+    check_train_out(args.out, overwrite=args.overwrite)  # before any work (and torch's import)
     from mod_arch_core.evaluation import named_budget
     from mod_arch_core.experiment import run_experiment, save_experiment
     from mod_arch_core.profiles import parse_override
@@ -281,16 +317,35 @@ def _cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
     )
     output = run_experiment(config, named_budget(args.budget), progress=args.progress)
-    path = save_experiment(output, args.out, checkpoints=not args.no_checkpoints)
+    path = write_folder(
+        args.out,
+        lambda tmp: save_experiment(output, tmp, checkpoints=not args.no_checkpoints),
+        overwrite=args.overwrite,
+    )
     summary = output.runs.groupby("checkpoint")[
         ["perf", "perf_ood", "collapse_avg", "alignment"]
     ].mean()
     print(f"{config.num_runs} runs x {config.num_steps} steps in {output.seconds:.1f} s -> {path}")
     print(summary.to_string(float_format=lambda v: f"{v:.4f}"))
+    diverged = output.runs[
+        (output.runs["checkpoint"] == "last") & (output.runs["diverged_at"] >= 0)
+    ]
+    if len(diverged):
+        steps = ", ".join(
+            f"data seed {r.data_seed} seed {r.seed} at step {r.diverged_at}"
+            for r in diverged.itertuples()
+        )
+        print(
+            f"{len(diverged)} of {config.num_runs} runs diverged ({steps}); their rows are kept "
+            "with NaN metrics at 'last' (means above are over the other runs)"
+        )
     return 0
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from mod_arch_core.folders import check_out_path
+
+    check_out_path(args.out)  # before any work; the folder's contents are checked by run_sweep
     from mod_arch_core.profiles import load_profile
     from mod_arch_core.sweep import collect, is_done, parse_shard, plan, run_sweep
 
@@ -311,6 +366,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         device=args.device,
         checkpoints=args.checkpoints,
         submitit_cluster=args.cluster,
+        overwrite=args.overwrite,
     )
     print(summary)
     if summary.failures:
@@ -334,6 +390,21 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         f"collected {len(merged.runs)} run rows and {len(merged.curves)} curve rows into {merged.path}"
     )
     return 0
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from mod_arch_core.reproduce import rerun
+
+    comparison = rerun(
+        args.folder,
+        setting=args.setting,
+        task=args.task,
+        model=args.model,
+        num_rules=args.num_rules,
+        device=args.device,
+    )
+    print(comparison)
+    return 0 if comparison.ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

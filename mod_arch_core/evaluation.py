@@ -123,6 +123,27 @@ def _selection(scores: torch.Tensor) -> torch.Tensor:
     return F.one_hot(scores.argmax(dim=-1), scores.shape[-1]).to(scores.dtype)
 
 
+def _finite_runs(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split off runs whose scores are not finite (a diverged run), so the others still count.
+
+    Parameters
+    ----------
+    scores : (runs, ..., R) tensor
+
+    Returns
+    -------
+    scores with each such run's scores replaced by the uniform 1/R (a placeholder whose metrics
+    are discarded), and the (runs,) bool tensor of those runs.
+    """
+    bad = ~torch.isfinite(scores).flatten(1).all(dim=1)
+    if bool(bad.any()):
+        shape = (-1,) + (1,) * (scores.dim() - 1)
+        scores = torch.where(
+            bad.view(shape), torch.full_like(scores, 1.0 / scores.shape[-1]), scores
+        )
+    return scores, bad
+
+
 def evaluate_performance(
     model: nn.Module,
     tasks: Sequence[Any],
@@ -180,13 +201,18 @@ def estimate_activation_matrices(
     seq_len = config.seq_len if config.setting != "mlp" else None
     size = budget.prob_size(config.setting)
     accumulator = metrics.ActivationAccumulator(config.num_rules, num_runs=len(tasks))
+    diverged = torch.zeros(len(tasks), dtype=torch.bool, device=device)
     for _ in range(budget.prob_batches):
         batch = sample_stack(tasks, size, gens, seq_len=seq_len, device=device)
         _, scores = model(batch.inputs)
         if scores is None:
             return None
+        scores, bad = _finite_runs(scores)
+        diverged |= bad
         accumulator.update(_selection(scores) if selected else scores, batch.rules)
-    return accumulator.matrix()
+    matrices = accumulator.matrix()
+    matrices[diverged.cpu().numpy()] = np.nan
+    return matrices
 
 
 @torch.no_grad()
@@ -212,6 +238,7 @@ def estimate_adaptation(
     seq_len = config.seq_len if config.setting != "mlp" else None
     n_runs = len(tasks)
     q = np.zeros((n_runs, budget.adaptation_draws, config.num_rules))
+    diverged = torch.zeros(n_runs, dtype=torch.bool, device=device)
     for k, p in enumerate(draws):
         accumulator = metrics.ActivationAccumulator(config.num_rules, num_runs=n_runs)
         for _ in range(budget.adaptation_batches):
@@ -221,9 +248,16 @@ def estimate_adaptation(
             _, scores = model(batch.inputs)
             if scores is None:
                 return None
+            scores, bad = _finite_runs(scores)
+            diverged |= bad
             accumulator.update(_selection(scores) if selected else scores, batch.rules)
         q[:, k] = accumulator.mean_scores()
-    return np.asarray(metrics.adaptation_from_marginals(draws, q))
+    # A diverged run gets NaN; every other run its own score (the stack is never lost to one run).
+    healthy = ~diverged.cpu().numpy()
+    adaptation = np.full(n_runs, np.nan)
+    if healthy.any():
+        adaptation[healthy] = metrics.adaptation_from_marginals(draws, q[healthy])
+    return adaptation
 
 
 def evaluate_stack(
@@ -289,6 +323,9 @@ def evaluate_result(
 
     Returns one dict per (run, checkpoint) with the run's keys (``data_seed``, ``seed``,
     ``checkpoint``, ``best_iteration``, ``diverged_at``) and everything of :func:`evaluate_stack`.
+    A run that diverged keeps its row: at ``last`` (the weights frozen at divergence) every
+    measured value is NaN; ``best`` (weights from before the divergence) is evaluated as usual.
+    The other runs of the stack are unaffected.
     """
     config = result.config
     device = torch.device(result.device)
@@ -298,6 +335,8 @@ def evaluate_result(
         model.load_state_dict(result.state(checkpoint))
         evaluated = evaluate_stack(model, tasks, config, budget, device)
         for k, ((data_seed, seed), row) in enumerate(zip(config.runs, evaluated, strict=True)):
+            if checkpoint == "last" and result.diverged_at[k] >= 0:
+                row = _unmeasured(row)
             rows.append(
                 {
                     "data_seed": data_seed,
@@ -309,6 +348,11 @@ def evaluate_result(
                 }
             )
     return rows
+
+
+def _unmeasured(row: dict[str, Any]) -> dict[str, Any]:
+    """The row of a diverged run's final weights: every number NaN, no activation matrix."""
+    return {key: None if key.startswith("activation_matrix") else float("nan") for key in row}
 
 
 #: Named evaluation budgets: the paper's (spec §5) and two scaled-down ones for CPUs.

@@ -53,11 +53,33 @@ def git_commit(short: bool = False) -> str:
     return f"{commit}+dirty" if dirty else commit
 
 
-def hardware() -> str:
-    """A one-line description of the device that computes: GPU name, or CPU and core count."""
-    if torch.cuda.is_available():
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else :func:`platform.processor`)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def hardware(device: str | None = None) -> str:
+    """A fingerprint of what computes, precise enough to decide when bitwise equality is owed.
+
+    GPU: ``cuda:<name>``. CPU: ``cpu:<model> (<torch's CPU capability>, <threads> threads)``, e.g.
+    ``cpu:AMD EPYC (AVX2, 2 threads)``. Float32 results are bitwise repeatable only on the same
+    fingerprint (and torch version): another CPU make or vector width makes BLAS choose other
+    kernels, and another thread count splits reductions differently (see the reproduce page).
+    Rows written before this fingerprint existed say ``cpu:x86_64x2`` (architecture and cores).
+    ``device``: the device that computed (default: CUDA when available, else the CPU).
+    """
+    on_gpu = torch.cuda.is_available() if device is None else str(device).startswith("cuda")
+    if on_gpu:
         return f"cuda:{torch.cuda.get_device_name(0)}"
-    return f"cpu:{platform.machine()}x{os.cpu_count()}"
+    capability = torch.backends.cpu.get_cpu_capability()
+    return f"cpu:{cpu_model()} ({capability}, {torch.get_num_threads()} threads)"
 
 
 def package_versions() -> dict[str, str]:
@@ -77,7 +99,7 @@ def provenance(device: str | None = None) -> dict[str, Any]:
     info["device"] = (
         device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
     )
-    info["hardware"] = hardware()
+    info["hardware"] = hardware(info["device"])
     return info
 
 

@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
+from mod_arch_core.folders import CURVES_FILE, META_FILE, RUNS_FILE, check_sweep_out
 from mod_arch_core.validation import PAPER_MODELS, SETTINGS, TASKS
 
 #: Keys that identify a run; no two rows of a runs table share them (with ``checkpoint``).
@@ -83,7 +84,7 @@ RUN_COLUMNS: dict[str, tuple[str, str]] = {
     "git_commit": ("s", "git commit of the code (+dirty if modified)"),
     "torch_version": ("s", "torch version"),
     "device": ("s", "cpu or cuda"),
-    "hardware": ("s", "CPU architecture and cores, or GPU name"),
+    "hardware": ("s", "CPU model, vector ISA and threads, or GPU name (provenance.hardware)"),
     "model_options": (
         "s",
         'routing options in effect, JSON with sorted keys (e.g. {"top_k": 1}); {} for none',
@@ -110,8 +111,6 @@ CURVE_COLUMNS: dict[str, tuple[str, str]] = {
     "perf_val": ("f", "ID performance on the validation batches (selects 'best')"),
     "config_hash": RUN_COLUMNS["config_hash"],
 }
-
-RUNS_FILE, CURVES_FILE, META_FILE = "runs.parquet", "curves.parquet", "meta.json"
 
 
 class ResultsError(ValueError):
@@ -441,7 +440,7 @@ def load_or_run(
 
     loaded = load_profile(profile, list(overrides) if isinstance(overrides, tuple) else overrides)
     hashes = {job.config_hash for job in plan(loaded, path)}
-    _refuse_other_profiles(path, loaded.name, hashes)
+    check_sweep_out(path, loaded.name, hashes, flag="results_path")
     summary = run_sweep(loaded, path, executor=executor, workers=workers, progress=False)
     if summary.failures:
         failed = summary.table[summary.table["status"] == "failed"]
@@ -472,26 +471,6 @@ def _load_for_reading(path: Path) -> Results:
             "profile='smoke' to compute a small set on the spot"
         )
     return load(path)
-
-
-def _refuse_other_profiles(path: Path, profile_name: str, hashes: set[str]) -> None:
-    """Refuse to run a sweep into a folder that holds other configurations of another profile.
-
-    Configurations of another profile that the requested one shares (same hash, e.g. the paper's
-    models of a profile that extends ``quick``) are re-used, not refused.
-    """
-    for meta_file in sorted((path / "configs").glob(f"*/{META_FILE}")):
-        try:
-            meta = json.loads(meta_file.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        found = meta.get("profile")
-        if found and found != profile_name and meta.get("config_hash") not in hashes:
-            raise ValueError(
-                f"{path} holds results of profile {found!r} ({meta_file.parent.name}); running "
-                f"profile {profile_name!r} there would mix them. Use another results_path, e.g. "
-                f"{default_results_path(profile_name, path.parent)}"
-            )
 
 
 # Checkpoints -------------------------------------------------------------------------------

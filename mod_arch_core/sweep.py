@@ -6,8 +6,15 @@ The unit of work is one configuration trained with all its seeds stacked
 
 * a configuration whose folder has a valid ``meta.json`` with the same hash is skipped: re-running a
   sweep after a crash, ``SIGINT`` or ``SIGKILL`` finishes only what is missing;
-* a half-written configuration leaves only hidden temporary files, which :func:`collect` ignores
-  and the next run replaces.
+* a half-written configuration leaves only hidden temporary files (each folder is written beside
+  its place and moved in, :func:`mod_arch_core.folders.write_folder`), which :func:`collect`
+  ignores and the next run of the sweep removes;
+* the output folder is checked before any work (:func:`mod_arch_core.folders.check_sweep_out`): a
+  sweep resumes only a folder of the same profile and never replaces other results unless asked
+  (``overwrite``); a second sweep of the same shard on the same folder stops at once
+  (:func:`mod_arch_core.folders.sweep_lock`);
+* worker processes end with the sweep: if its main process is killed (even ``kill -9``), each
+  worker exits instead of computing on beside a resumed sweep (:func:`_end_with_parent`).
 
 Shards are deterministic: shard ``i/n`` takes configurations ``i, i+n, i+2n, ...`` of the profile's
 fixed order, so independent machines (or Slurm array tasks) split a sweep without talking.
@@ -26,9 +33,13 @@ future needs ``result()``): pass it as ``executor=`` to :func:`run_sweep`. Built
 from __future__ import annotations
 
 import concurrent.futures
+import ctypes
 import multiprocessing
 import os
 import shutil
+import signal
+import sys
+import threading
 import time
 import traceback
 from collections.abc import Sequence
@@ -39,14 +50,14 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mod_arch_core import results
+from mod_arch_core import folders, results
 from mod_arch_core.evaluation import EvalBudget
 from mod_arch_core.experiment import experiment_hash, run_experiment
 from mod_arch_core.profiles import Profile, load_profile
 from mod_arch_core.provenance import provenance
 from mod_arch_core.training import TrainConfig
 
-CONFIGS_DIR = "configs"
+CONFIGS_DIR = folders.CONFIGS_DIR
 EXECUTORS = ("serial", "process", "submitit")
 
 
@@ -129,15 +140,15 @@ def run_job(job: Job, threads: int | None = None, checkpoints: bool = False) -> 
     start = time.perf_counter()
     try:
         output = run_experiment(job.config, job.budget, profile=job.profile, progress=False)
-        save_experiment(
-            output,
+        meta = {
+            "config_hash": job.config_hash,
+            "profile": job.profile,
+            "budget": job.budget.to_dict(),
+        }
+        folders.write_folder(
             job.folder,
-            checkpoints=checkpoints,
-            meta={
-                "config_hash": job.config_hash,
-                "profile": job.profile,
-                "budget": job.budget.to_dict(),
-            },
+            lambda tmp: save_experiment(output, tmp, checkpoints=checkpoints, meta=meta),
+            overwrite=True,  # only unfinished folders are run: what is there is incomplete
         )
         status, error = "done", ""
     except Exception:  # a failed configuration must not stop the sweep
@@ -186,9 +197,13 @@ def make_executor(
     if name == "process":
         workers = workers or min(cores, 2)
         context = multiprocessing.get_context("spawn")  # fork after torch threads can deadlock
-        return concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context), max(
-            1, cores // workers
+        pool = concurrent.futures.ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=context,
+            initializer=_end_with_parent,
+            initargs=(os.getpid(),),
         )
+        return pool, max(1, cores // workers)
     if name == "submitit":
         try:
             import submitit
@@ -203,6 +218,37 @@ def make_executor(
         executor.update_parameters(**params)
         return executor, 0
     raise ValueError(f"unknown executor {name!r}; allowed: {', '.join(EXECUTORS)}")
+
+
+#: ``prctl`` option: the signal a process gets when its parent dies (Linux, <linux/prctl.h>).
+PR_SET_PDEATHSIG = 1
+#: Seconds between two checks of a worker's parent (the portable fallback to ``prctl``).
+PARENT_POLL_SECONDS = 1.0
+
+
+def _end_with_parent(parent_pid: int) -> None:
+    """Worker initializer: end this process when the sweep's main process ``parent_pid`` dies.
+
+    Without it, ``kill -9`` of a sweep left its workers (about 0.5 GB each) computing on, reparented
+    to init, beside a resumed sweep. On Linux the kernel delivers SIGKILL at the parent's death
+    (``prctl(PR_SET_PDEATHSIG)``); everywhere, a daemon thread also exits the worker once its
+    parent process id changes. A worker killed mid-write leaves only hidden temporary files.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the polling thread below still ends the worker
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)
 
 
 @dataclass
@@ -240,11 +286,16 @@ def run_sweep(
     progress: bool | None = None,
     submitit_cluster: str | None = None,
     max_array: int = 1000,
+    overwrite: bool = False,
 ) -> SweepSummary:
     """Run (or resume) every missing configuration of ``profile`` in ``shard`` into ``out``.
 
     Returns a :class:`SweepSummary`; failed configurations are listed there (with their traceback)
-    and do not stop the others. Run :func:`collect` afterwards to merge the tables.
+    and do not stop the others. Run :func:`collect` afterwards to merge the tables. ``out`` must be
+    new, empty or a sweep folder of the same profile (:func:`mod_arch_core.folders.check_sweep_out`);
+    ``overwrite=True`` empties any other folder first. While the sweep runs it holds the shard's
+    lock (:func:`mod_arch_core.folders.sweep_lock`); at its start it removes stale temporary files
+    of the shard's configurations.
     """
     if isinstance(profile, str):
         profile = load_profile(profile, overrides)
@@ -253,9 +304,29 @@ def run_sweep(
             "pass overrides with a profile name, or apply them to the Profile yourself"
         )
     shard = parse_shard(shard) if not isinstance(shard, tuple) else shard
-    out = Path(out)
+    jobs = plan(profile, Path(out), shard, device)
+    out = folders.check_sweep_out(
+        out, profile.name, {job.config_hash for job in jobs}, overwrite=overwrite
+    )
     out.mkdir(parents=True, exist_ok=True)
-    jobs = plan(profile, out, shard, device)
+    with folders.sweep_lock(out, shard):
+        folders.clean_partial(out)  # only files older than any live writer's (STALE_SECONDS)
+        return _run_locked(profile, out, jobs, executor, workers, checkpoints, progress,
+                           submitit_cluster, max_array)  # fmt: skip
+
+
+def _run_locked(
+    profile: Profile,
+    out: Path,
+    jobs: list[Job],
+    executor: str | concurrent.futures.Executor,
+    workers: int | None,
+    checkpoints: bool,
+    progress: bool | None,
+    submitit_cluster: str | None,
+    max_array: int,
+) -> SweepSummary:
+    """The body of :func:`run_sweep`, once the folder is checked and locked."""
     pending = [job for job in jobs if not is_done(job)]
     rows = [
         {
@@ -383,15 +454,6 @@ def collect(
     }
     results.write_results(out, merged_runs, merged_curves, meta)
     return results.load(out)
-
-
-def clean_partial(out: str | Path) -> list[Path]:
-    """Remove temporary files left by killed writers (they are never read); returns them."""
-    removed = []
-    for tmp in Path(out).rglob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
-        removed.append(tmp)
-    return removed
 
 
 def remove_configuration(folder: str | Path) -> None:
