@@ -48,6 +48,10 @@ lock: $(STAMP) ## Refresh requirements-lock.txt from the current environment
 book: $(STAMP) ## Execute the notebooks (papermill, cached) and build the site into _build/html
 	$(BIN)/python -m mod_arch_core.book all
 
+.PHONY: student
+student: $(STAMP) ## Write the student versions of the chapters (solutions -> prompts) into book/student/
+	$(BIN)/python -m mod_arch_core.coursekit student
+
 PROFILE ?= quick
 
 .PHONY: figures

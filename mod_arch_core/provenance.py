@@ -117,8 +117,11 @@ def setup_notebook(seed: int = 0) -> dict[str, str]:
     """One call for a notebook's Setup cell: seed everything, quiet plotting, print provenance."""
     import matplotlib
 
+    from mod_arch_core.glued import record_glued
+
     matplotlib.use("Agg")
     seed_everything(seed)
+    record_glued()  # so the chapter's last cell can print its numbers outside the book
     versions = package_versions()
     print(
         f"mod_arch_core {versions['package_version']} | commit {versions['git_commit']} | "

@@ -163,7 +163,9 @@ def test_config_is_strict_and_offline() -> None:
     assert launch["binderhub_url"] == "https://mybinder.org"
     assert launch["colab_url"] == "https://colab.research.google.com"
     assert launch["thebe"] is False, "thebe would fetch its script from a CDN"
-    assert config["repository"]["url"].startswith("https://github.com/")
+    url = config["repository"]["url"]
+    assert url == "" or url.startswith("https://"), "one repository setting: empty or a web URL"
+    assert "mod_arch_core.coursekit" in extensions, "buttons follow the repository setting"
     assert config["repository"]["branch"] == "main"
     html = config["html"]
     assert not html["analytics"]["google_analytics_id"]
@@ -463,6 +465,9 @@ def _site_pages(site: Path) -> list[Path]:
 
 @pytest.mark.slow
 def test_static_pages_link_and_load_nothing_external(built_site: Path) -> None:
+    from mod_arch_core.coursekit import repository_url
+
+    repository = repository_url(ROOT)
     pages = _site_pages(built_site)
     assert any(p.name == "intro.html" for p in pages)
     ids_cache: dict[Path, set[str]] = {}
@@ -488,8 +493,12 @@ def test_static_pages_link_and_load_nothing_external(built_site: Path) -> None:
         if where.parts[:2] == ("book", "executed"):
             source = f"notebooks/{where.stem}.ipynb"
             launch = [h for h in parsed.hrefs if "mybinder.org" in h or "colab.research" in h]
-            assert len(launch) == 2, f"{where}: Binder and Colab buttons expected"
-            assert all(h.endswith(source) for h in launch), f"{where}: {launch}"
+            if repository is None:
+                assert not launch, f"{where}: launch buttons without a repository URL: {launch}"
+            else:
+                assert len(launch) == 2, f"{where}: Binder and Colab buttons expected"
+                assert all(h.endswith(source) for h in launch), f"{where}: {launch}"
+                assert all(repository.split("/", 3)[-1] in h for h in launch), launch
         for src in parsed.images:
             assert not _is_external(src), f"{where} loads image {src} from the internet"
             if src.startswith("data:"):

@@ -18,7 +18,7 @@ import nbformat
 import pytest
 from papermill.exceptions import PapermillExecutionError
 
-from mod_arch_core import book, results
+from mod_arch_core import book
 from mod_arch_core.figures import paper
 from mod_arch_core.models.registry import MODEL_NAMES
 from mod_arch_core.profiles import load_profile
@@ -236,13 +236,7 @@ def test_training_chapter_refuses_an_unknown_model(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def smoke_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The ``smoke`` sweep, run once per test session into a temporary folder (about 30 s)."""
-    path = tmp_path_factory.mktemp("results") / "smoke"
-    loaded = results.load_or_run(path, "smoke")
-    assert set(loaded.runs["profile"]) == {"smoke"}
-    return path
+# ``smoke_results`` (the session's smoke sweep) lives in conftest.py: the student versions use it too.
 
 
 @pytest.mark.slow
