@@ -36,6 +36,18 @@ SWEEP_ENTRIES = (CONFIGS_DIR, "submitit", RUNS_FILE, CURVES_FILE, META_FILE)
 STALE_SECONDS = 60.0
 
 
+def configuration_folders(out: str | Path) -> list[Path]:
+    """The complete configuration folders of a sweep: ``OUT/configs/<name>/`` with a ``meta.json``.
+
+    Hidden folders are skipped: ``.<name>.new-*.tmp`` is a folder still being written (or left by a
+    killed writer) and may already hold its ``meta.json``; counting it would duplicate its rows.
+    """
+    root = Path(out) / CONFIGS_DIR
+    return sorted(
+        meta.parent for meta in root.glob(f"*/{META_FILE}") if not meta.parent.name.startswith(".")
+    )
+
+
 class FolderError(ValueError):
     """An output path that cannot be used as it is; the message says why and what to do."""
 
@@ -123,7 +135,7 @@ def _not_a_sweep_of(path: Path, entries: list[str], profile: str, hashes: set[st
             "holds collected results but no configs/ folder (shipped or merged results); a "
             "sweep's collect step would replace them"
         )
-    for meta_file in sorted((path / CONFIGS_DIR).glob(f"*/{META_FILE}")):
+    for meta_file in (folder / META_FILE for folder in configuration_folders(path)):
         try:
             meta = json.loads(meta_file.read_text())
         except (OSError, json.JSONDecodeError):

@@ -57,6 +57,7 @@ from tqdm.auto import tqdm
 from mod_arch_core import folders, results
 from mod_arch_core.evaluation import EvalBudget
 from mod_arch_core.experiment import experiment_hash, run_experiment
+from mod_arch_core.folders import configuration_folders
 from mod_arch_core.profiles import Profile, load_profile
 from mod_arch_core.provenance import provenance
 from mod_arch_core.training import TrainConfig
@@ -457,7 +458,7 @@ def collect(
     of the profile that are missing. Returns the merged :class:`~mod_arch_core.results.Results`.
     """
     out = Path(out)
-    folders = sorted(p.parent for p in (out / CONFIGS_DIR).glob(f"*/{results.META_FILE}"))
+    folders = configuration_folders(out)
     if not folders:
         raise FileNotFoundError(
             f"no configuration results under {out / CONFIGS_DIR}; run a sweep into {out} first"

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import torch
 from mod_arch_core import experiment, results, sweep
 from mod_arch_core.__main__ import main
 from mod_arch_core.evaluation import evaluate_result, named_budget
+from mod_arch_core.folders import configuration_folders
 from mod_arch_core.training import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -270,7 +272,7 @@ def _children(pid: int) -> list[psutil.Process]:
 
 
 def _finished(out) -> set[str]:
-    return {p.parent.name for p in (out / "configs").glob("*/meta.json")}
+    return {folder.name for folder in configuration_folders(out)}
 
 
 @pytest.mark.slow
@@ -303,9 +305,26 @@ def test_kill_9_of_a_sweep_ends_its_workers_and_resume_loses_nothing(tmp_path, w
     for folder in (out / "configs").iterdir() if (out / "configs").exists() else []:
         assert folder.name.startswith(".") or (folder / "meta.json").exists(), folder
     before = _finished(out)
+    # A folder killed between its meta.json and its move into place is hidden: never collected.
+    hidden = [f for f in (out / "configs").glob(".*.tmp")] if (out / "configs").exists() else []
+    assert not {f.name for f in hidden} & before
     profile = load_profile("smoke", KILL_GRID)
     summary = run_sweep(profile, out, executor="serial", progress=False)
     assert set(summary.table.loc[summary.table.status == "skipped", "configuration"]) == before
     merged = collect(out, profile=profile)
     assert len(merged.runs) == profile.num_runs() * 2
     assert not merged.runs.duplicated([*results.RUN_KEYS, "checkpoint"]).any()
+
+
+def test_a_folder_still_being_written_is_never_collected(tmp_path) -> None:
+    """A writer killed after its meta.json but before the move leaves a hidden, complete-looking
+    folder; collect and resume must ignore it, or its rows would be counted twice."""
+    from mod_arch_core.sweep import collect, run_sweep
+
+    out = tmp_path / "s"
+    grid = SWEEP[3:10:2]
+    run_sweep("smoke", out, executor="serial", overrides=grid, progress=False)
+    (done,) = configuration_folders(out)
+    shutil.copytree(done, done.parent / f".{done.name}.new-1-2.tmp")
+    assert configuration_folders(out) == [done]
+    assert len(collect(out).runs) == 4

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from mod_arch_core import results
+from mod_arch_core.folders import configuration_folders
 from mod_arch_core.profiles import apply_overrides, available_profiles, load_profile, parse_override
 from mod_arch_core.sweep import CONFIGS_DIR, collect, parse_shard, plan, run_sweep
 
@@ -130,11 +131,11 @@ def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path: Path) -> None
         cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     deadline = time.time() + 120
-    while time.time() < deadline and len(list((out / CONFIGS_DIR).glob("*/meta.json"))) < 3:
+    while time.time() < deadline and len(configuration_folders(out)) < 3:
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    finished_before = {p.parent.name for p in (out / CONFIGS_DIR).glob("*/meta.json")}
+    finished_before = {f.name for f in configuration_folders(out)}
     assert 3 <= len(finished_before) < 16, "the kill should land mid-sweep"
     profile = load_profile("smoke", SMALL[:2])
     with pytest.raises(results.ResultsError, match="missing"):
