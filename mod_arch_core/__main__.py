@@ -112,6 +112,20 @@ def _device(text: str) -> str:
         ) from None
 
 
+def _slurm_parameter(text: str) -> tuple[str, Any]:
+    """argparse type: one ``KEY=VALUE`` submitit parameter (a Python identifier as key)."""
+    try:
+        key, value = parse_key_value(text, what="--slurm", example="slurm_partition=gpu")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if not key.isidentifier():
+        raise argparse.ArgumentTypeError(
+            f"--slurm key {key!r} is not a submitit parameter name (letters, digits, _), e.g. "
+            "slurm_partition=gpu, timeout_min=120, mem_gb=8"
+        )
+    return key, value
+
+
 def _option(text: str) -> tuple[str, Any]:
     """argparse type: one ``KEY=VALUE`` routing option, the value read as YAML."""
     try:
@@ -325,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--slurm",
         dest="submitit_parameters",
         action="append",
+        type=_slurm_parameter,
         default=[],
         metavar="KEY=VALUE",
         help="submitit parameter of each array task (YAML value), e.g. slurm_partition=gpu, "
@@ -444,7 +459,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from mod_arch_core.folders import check_out_path
 
     check_out_path(args.out)  # before any work; the folder's contents are checked by run_sweep
-    from mod_arch_core.profiles import load_profile, parse_override
+    if args.submitit_parameters and args.executor != "submitit":
+        raise ValueError(
+            f"--slurm sets submitit parameters; it needs --executor submitit, got {args.executor}"
+        )
+    from mod_arch_core.profiles import load_profile
     from mod_arch_core.sweep import collect, is_done, parse_shard, plan, run_sweep
 
     profile = load_profile(args.profile, args.overrides)
@@ -464,7 +483,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         device=args.device,
         checkpoints=args.checkpoints,
         submitit_cluster=args.cluster,
-        submitit_parameters=dict(parse_override(text) for text in args.submitit_parameters),
+        submitit_parameters=dict(args.submitit_parameters),
         overwrite=args.overwrite,
     )
     print(summary)

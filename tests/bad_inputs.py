@@ -342,6 +342,11 @@ SWEEP_BAD_FLAGS: list[tuple[list[str], str]] = [
     (["--workers", "abc"], "--workers"),
     (["--executor", "threads"], "--executor"),
     (["--cluster", "pbs"], "--cluster"),
+    (["--slurm", "mem_gb"], "--slurm"),
+    (["--slurm", "=8"], "--slurm"),
+    (["--slurm", "mem gb=8"], "--slurm"),
+    (["--slurm", "mem_gb=[8"], "--slurm"),
+    (["--slurm", "mem_gb=8"], "--slurm"),  # without --executor submitit
     (["--device", "meta"], "device"),
     (["--device", "foo"], "device"),
     (["--device", "cuda"], "device"),
