@@ -35,7 +35,7 @@ References: Mittal, Bengio, Lajoie, "Is a Modular Architecture Enough?", NeurIPS
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -345,14 +345,39 @@ def fig4_perf_vs_rules(
         long, ["setting", "panel", "model", "num_rules"], confidence=confidence
     )
     settings = _ordered(summary["setting"], SETTINGS)
+    return _perf_grid(
+        summary,
+        "setting",
+        settings,
+        lambda setting, panel: f"{setting.upper()} · {panel}",
+        f"Performance vs number of rules ({checkpoint} checkpoint; {_ci_note(confidence)})",
+        {},
+        figures_dir,
+        name,
+    )
+
+
+def _perf_grid(
+    summary: pd.DataFrame,
+    row_key: str,
+    rows: list[Any],
+    panel_title: Callable[[Any, str], str],
+    title: str,
+    title_kw: dict[str, Any],
+    figures_dir: PathLike | None,
+    name: str,
+) -> Figure:
+    """Fig. 4's grid: one row per value of ``row_key``, the four task | split panels as columns,
+    one band per model against R (shared by :func:`fig4_perf_vs_rules` and
+    :func:`perf_per_search_version`)."""
     with figure_style():
         fig, axes = _grid(
-            len(settings), len(analysis.PANELS), figsize=(13.0, 2.9 * len(settings) + 1.0),
+            len(rows), len(analysis.PANELS), figsize=(13.0, 2.9 * len(rows) + 1.0),
         )  # fmt: skip
-        for i, setting in enumerate(settings):
+        for i, row in enumerate(rows):
             for j, panel in enumerate(analysis.PANELS):
                 ax = axes[i, j]
-                part = summary[(summary["setting"] == setting) & (summary["panel"] == panel)]
+                part = summary[(summary[row_key] == row) & (summary["panel"] == panel)]
                 for model in _ordered(part["model"], PERF_MODELS):
                     _band(ax, part[part["model"] == model], "num_rules", model)
                 if part.empty:
@@ -360,13 +385,11 @@ def fig4_perf_vs_rules(
                 else:
                     _log2_axis(ax, part["num_rules"])
                 task = panel.split(" | ")[0].lower()
-                ax.set_title(f"{setting.upper()} · {panel}", fontsize=10)
+                ax.set_title(panel_title(row, panel), fontsize=10)
                 ax.set_ylabel(PERF_LABELS[task] if j in (0, 2) else "")
-                ax.set_xlabel("Rules" if i == len(settings) - 1 else "")
+                ax.set_xlabel("Rules" if i == len(rows) - 1 else "")
         _legend(fig, axes.ravel())
-        fig.suptitle(
-            f"Performance vs number of rules ({checkpoint} checkpoint; {_ci_note(confidence)})"
-        )
+        fig.suptitle(title, **title_kw)
         return _finish(fig, figures_dir, name)
 
 
@@ -394,31 +417,17 @@ def perf_per_search_version(
         long, ["search_version", "panel", "model", "num_rules"], confidence=confidence
     )
     versions = sorted(int(v) for v in summary["search_version"].unique())
-    with figure_style():
-        fig, axes = _grid(
-            len(versions), len(analysis.PANELS), figsize=(13.0, 2.9 * len(versions) + 1.0),
-        )  # fmt: skip
-        for i, version in enumerate(versions):
-            for j, panel in enumerate(analysis.PANELS):
-                ax = axes[i, j]
-                part = summary[(summary["search_version"] == version) & (summary["panel"] == panel)]
-                for model in _ordered(part["model"], PERF_MODELS):
-                    _band(ax, part[part["model"] == model], "num_rules", model)
-                if part.empty:
-                    ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
-                else:
-                    _log2_axis(ax, part["num_rules"])
-                task = panel.split(" | ")[0].lower()
-                ax.set_title(f"MHA search v{version} · {panel}", fontsize=10)
-                ax.set_ylabel(PERF_LABELS[task] if j in (0, 2) else "")
-                ax.set_xlabel("Rules" if i == len(versions) - 1 else "")
-        _legend(fig, axes.ravel())
-        fig.suptitle(
-            f"MHA performance vs number of rules per search version ({checkpoint} checkpoint; "
-            f"{_ci_note(confidence)})",
-            fontsize=11,
-        )
-        return _finish(fig, figures_dir, name)
+    return _perf_grid(
+        summary,
+        "search_version",
+        versions,
+        lambda version, panel: f"MHA search v{version} · {panel}",
+        f"MHA performance vs number of rules per search version ({checkpoint} checkpoint; "
+        f"{_ci_note(confidence)})",
+        {"fontsize": 11},
+        figures_dir,
+        name,
+    )
 
 
 def perf_vs_size(
