@@ -3,7 +3,8 @@
 Fast tests check the sources (every solution tagged, every chapter carrying the current bootstrap
 cell and a numbers cell, open-ended exercises in the results chapters) and the pieces of
 :mod:`mod_arch_core.coursekit`, :mod:`mod_arch_core.bootstrap` and :mod:`mod_arch_core.glued`. The
-slow tests execute every student version at the ``smoke`` profile.
+slow tests execute two student versions at the ``smoke`` profile; a static check shows that
+no later cell of any chapter needs a name that only a solution binds.
 """
 
 from __future__ import annotations
@@ -225,8 +226,58 @@ def student_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def _code(cell: nbformat.NotebookNode) -> ast.Module:
+    """A code cell's Python, with IPython's magics and shell lines left out."""
+    lines = [ln for ln in cell.source.splitlines() if not ln.lstrip().startswith(("%", "!"))]
+    return ast.parse("\n".join(lines))
+
+
+def _bound(tree: ast.Module) -> set[str]:
+    """Names a cell binds at its top level (assignments, loops, imports, defs, classes)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
+
+
+def _loaded(tree: ast.Module) -> set[str]:
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=NAMES)
+def test_no_later_cell_needs_a_solution(path: Path) -> None:
+    """A student version runs to the end with every exercise unsolved: no cell after a solution
+    reads a name that only a solution binds. (The slow tests execute two student versions.)"""
+    only_in_solutions: dict[str, int] = {}
+    defined: set[str] = set()
+    for index, cell in enumerate(_read(path).cells):
+        if cell.cell_type != "code":
+            continue
+        tree = _code(cell)
+        if coursekit.is_solution(cell):
+            for name in _bound(tree) - defined:
+                only_in_solutions.setdefault(name, index)
+            continue
+        bound = _bound(tree)
+        needed = (_loaded(tree) - bound) & set(only_in_solutions)
+        assert not needed, f"cell {index} reads {sorted(needed)}, bound only by solution cells"
+        defined |= bound
+        for name in bound:
+            only_in_solutions.pop(name, None)
+
+
+#: Student versions executed end to end: one definitions chapter and one results chapter (the
+#: others are covered by the chapter smoke runs plus the static check above).
+EXECUTED_STUDENT_VERSIONS = ["03_metrics", "05_results_performance"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", EXECUTED_STUDENT_VERSIONS)
 def test_student_version_executes_at_smoke_profile(
     name: str, student_dir: Path, smoke_results: Path, tmp_path: Path
 ) -> None:

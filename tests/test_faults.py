@@ -271,6 +271,19 @@ def _children(pid: int) -> list[psutil.Process]:
         return []
 
 
+def _workers(pid: int) -> list[psutil.Process]:
+    """The sweep's live worker processes: its descendants, less multiprocessing's resource
+    tracker and any child that has already exited (a zombie has no command line to read)."""
+    workers = []
+    for child in _children(pid):
+        try:
+            if "resource_tracker" not in " ".join(child.cmdline()):
+                workers.append(child)
+        except psutil.Error:  # exited (zombie or gone) between listing and reading
+            continue
+    return workers
+
+
 def _finished(out) -> set[str]:
     return {folder.name for folder in configuration_folders(out)}
 
@@ -286,9 +299,7 @@ def test_kill_9_of_a_sweep_ends_its_workers_and_resume_loses_nothing(tmp_path, w
     try:
         deadline = time.time() + 240
         while time.time() < deadline:
-            workers = [
-                c for c in _children(proc.pid) if "resource_tracker" not in " ".join(c.cmdline())
-            ]
+            workers = _workers(proc.pid)
             if len(workers) >= 2 and (when == "workers-started" or _finished(out)):
                 break
             time.sleep(0.1)

@@ -91,18 +91,19 @@ def test_unknown_executor_is_named(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_executors_give_identical_rows(tmp_path: Path) -> None:
+    grid = [*SMALL, "tasks=[regression]"]  # one task: four configurations per executor
     serial = tmp_path / "serial"
-    run_sweep("smoke", serial, executor="serial", overrides=SMALL, progress=False)
+    run_sweep("smoke", serial, executor="serial", overrides=grid, progress=False)
     collect(serial)
     reference = numbers(serial)
-    assert len(reference) == 2 * 2 * 2 * 2 * 2  # settings x tasks x models x seeds x checkpoints
+    assert len(reference) == 2 * 2 * 2 * 2  # settings x models x seeds x checkpoints
     for name, kwargs in (
         ("process", {"executor": "process", "workers": 2}),
         ("submitit", {"executor": "submitit", "submitit_cluster": "debug"}),
         ("submitit-local", {"executor": "submitit", "submitit_cluster": "local"}),
     ):
         out = tmp_path / name
-        summary = run_sweep("smoke", out, overrides=SMALL, progress=False, **kwargs)
+        summary = run_sweep("smoke", out, overrides=grid, progress=False, **kwargs)
         assert summary.failures == 0, summary.table.error.tolist()
         collect(out)
         pd.testing.assert_frame_equal(
