@@ -466,16 +466,40 @@ def _sample_runs(
         draws.append((features, rules))
     features = torch.stack([f for f, _ in draws])  # (U, B, [L,] F)
     rules = torch.stack([c for _, c in draws])  # (U, B, [L])
-    group = torch.tensor([group_of[id(rng)] for rng in rngs], dtype=torch.long, device=device)
+    groups = [group_of[id(rng)] for rng in rngs]
+    group = torch.tensor(groups, dtype=torch.long, device=device)
 
-    coefficients = _stacked_coefficients(tasks, device, family.LABEL_DTYPE)
-    latent = family.latent_targets(ref, features, rules, group, coefficients)
+    # Runs that share a task and a draw (the model seeds of one data seed) share their labels:
+    # compute them once per distinct (task, draw) pair, then give every run its copy.
+    distinct, labels_of = _distinct_pairs(tasks, groups)
+    coefficients = _stacked_coefficients(
+        tuple(tasks[k] for k in distinct), device, family.LABEL_DTYPE
+    )
+    latent = family.latent_targets(ref, features, rules, group[distinct], coefficients)
+    if len(distinct) != len(tasks):
+        latent = latent[torch.tensor(labels_of, dtype=torch.long, device=device)]
     targets = (latent >= 0) if ref.is_classification else latent
     onehot = torch.nn.functional.one_hot(rules, ref.num_rules).to(features.dtype)
     inputs = torch.cat([features, onehot], dim=-1)
     if len(draws) != len(rngs):
         inputs, rules = inputs[group], rules[group]
     return Batch(inputs, targets.to(torch.float32), rules)
+
+
+def _distinct_pairs(tasks: tuple[RuleTask, ...], groups: list[int]) -> tuple[list[int], list[int]]:
+    """The first run of every distinct (task, draw) pair, and each run's pair.
+
+    Returns ``(distinct, labels_of)``: run ``distinct[j]`` stands for pair j, and run k's labels
+    are those of pair ``labels_of[k]``.
+    """
+    index: dict[tuple[RuleTask, int], int] = {}
+    distinct, labels_of = [], []
+    for run, key in enumerate(zip(tasks, groups, strict=True)):
+        if key not in index:
+            index[key] = len(distinct)
+            distinct.append(run)
+        labels_of.append(index[key])
+    return distinct, labels_of
 
 
 @functools.lru_cache(maxsize=8)
