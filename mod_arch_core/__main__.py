@@ -340,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a profile field, e.g. num_rules=[2,4] or iterations.mlp=2000 (repeatable)",
+        help="override a profile field, e.g. num_rules=[2,4], num_rules.mlp=[2,4,32], "
+        "iterations.mlp=2000 or lr_decay.start=0.8 (repeatable)",
     )
     s.add_argument(
         "--executor",
