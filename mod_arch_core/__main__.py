@@ -22,6 +22,7 @@ from mod_arch_core.validation import (
     SETTINGS,
     TASKS,
     check_device_name,
+    check_lr_decay,
     parse_key_value,
 )
 
@@ -100,6 +101,25 @@ def _lr(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"lr must be a finite number > 0, got {text!r}")
     return value
+
+
+def _lr_decay(text: str) -> dict[str, float]:
+    """argparse type for ``--lr-decay START,FACTOR``: start in [0, 1), factor in (0, 1]."""
+    parts = text.split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        start, factor = (float(part) for part in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"lr_decay must be START,FACTOR (two numbers), e.g. 0.8,0.1; got {text!r}"
+        ) from None
+    try:
+        decay = check_lr_decay({"start": start, "factor": factor}, "lr_decay")
+    except (TypeError, ValueError) as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    assert decay is not None
+    return decay
 
 
 def _device(text: str) -> str:
@@ -246,6 +266,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--lr", type=_lr, default=1e-4, help="Adam learning rate (> 0)")
     t.add_argument(
+        "--lr-decay",
+        type=_lr_decay,
+        default=None,
+        metavar="START,FACTOR",
+        help="decay the lr (cosine) from fraction START of the steps to FACTOR x lr at the last "
+        "step, e.g. 0.8,0.1; START in [0, 1), FACTOR in (0, 1]; not given: constant lr, the paper's",
+    )
+    t.add_argument(
         "--eval-every",
         type=_int_at_least(1, "eval_every"),
         default=5000,
@@ -312,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a profile field, e.g. num_rules=[2,4] or iterations.mlp=2000 (repeatable)",
+        help="override a profile field, e.g. num_rules=[2,4], num_rules.mlp=[2,4,32], "
+        "iterations.mlp=2000 or lr_decay.start=0.8 (repeatable)",
     )
     s.add_argument(
         "--executor",
@@ -425,6 +454,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         iterations=args.iterations,
         batch_size=args.batch_size,
         lr=args.lr,
+        lr_decay=args.lr_decay,
         eval_every=args.eval_every,
         eval_batches=args.eval_batches,
         device=args.device,

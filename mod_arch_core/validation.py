@@ -110,6 +110,51 @@ def check_finite_float(value: Any, name: str, *, minimum: float | None = None) -
     return value
 
 
+#: The keys of a learning-rate decay (``TrainConfig.lr_decay``, a profile's ``lr_decay``).
+LR_DECAY_KEYS: tuple[str, ...] = ("start", "factor")
+
+
+def check_lr_decay(value: Any, name: str = "lr_decay") -> dict[str, float] | None:
+    """A learning-rate decay ``{start: S, factor: F}``, or ``None`` for a constant lr (spec §4).
+
+    ``start`` in [0, 1) is the fraction of the steps trained at the constant lr; ``factor`` in
+    (0, 1] is the last step's lr as a fraction of ``lr``. Returns a new ``{"start": float,
+    "factor": float}`` (keys in that order) or ``None``.
+    """
+    example = f"{name}={{start: 0.8, factor: 0.1}}"
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError(
+            f"{name} must be a mapping with start and factor, e.g. {example}, or null for a "
+            f"constant lr; got {value!r} ({type(value).__name__})"
+        )
+    unknown = sorted(str(k) for k in value if k not in LR_DECAY_KEYS)
+    if unknown:
+        raise ValueError(
+            f"{name} has unknown keys {unknown}; allowed: {', '.join(LR_DECAY_KEYS)} "
+            f"(e.g. {example})"
+        )
+    missing = [k for k in LR_DECAY_KEYS if k not in value]
+    if missing:
+        raise ValueError(
+            f"{name} needs {' and '.join(f'{name}.{k}' for k in missing)}, e.g. {example}; "
+            f"got {value!r}"
+        )
+    start = check_finite_float(value["start"], f"{name}.start")
+    if not 0.0 <= start < 1.0:
+        raise ValueError(
+            f"{name}.start must lie in [0, 1) (the fraction of the steps at constant lr), "
+            f"got {start}"
+        )
+    factor = check_finite_float(value["factor"], f"{name}.factor")
+    if not 0.0 < factor <= 1.0:
+        raise ValueError(
+            f"{name}.factor must lie in (0, 1] (the last step's lr is factor x lr), got {factor}"
+        )
+    return {"start": start, "factor": factor}
+
+
 def check_device_name(device: Any, name: str = "device") -> str:
     """Validate a device name without importing torch: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
 

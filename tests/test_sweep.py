@@ -71,6 +71,217 @@ def test_overrides_parse_and_validate() -> None:
     assert apply_overrides({"iterations": 5}, ["iterations.rnn=9"])["iterations"]["rnn"] == 9
 
 
+# --------------------------------------------------------------------------------------
+# Per-setting grids and the lr decay in the profile format
+# --------------------------------------------------------------------------------------
+
+#: A per-setting grid of the smoke profile: every axis in its mapping form.
+PER_SETTING = [
+    "num_rules={mlp: [2, 4, 8], mha: [2], rnn: [2, 4]}",
+    "capacities={mlp: [[8, 32], [16, 64]], mha: [[8, 32]], rnn: [[8, 32]]}",
+    "search_versions={mha: [2]}",
+    "batch_size={mlp: 16, mha: 8, rnn: 4}",
+]
+
+
+def grid_keys(profile) -> set[tuple]:
+    """(setting, task, model, R, E, D, search version, batch, steps) of every configuration."""
+    return {
+        (c.setting, c.task, c.model, c.num_rules, c.encoder_dim, c.dim, c.search_version,
+         c.batch_size, c.num_steps)
+        for c in profile.configurations(device="cpu")
+    }  # fmt: skip
+
+
+def test_per_setting_grid_enumerates_each_settings_own_configurations(tmp_path: Path) -> None:
+    profile = load_profile("smoke", PER_SETTING)
+    tasks, models = profile.tasks, profile.models
+    steps = profile.iterations
+    want = set()
+    for setting, rules, capacities, versions, batch in (
+        ("mlp", (2, 4, 8), ((8, 32), (16, 64)), (1,), 16),
+        ("mha", (2,), ((8, 32),), (2,), 8),
+        ("rnn", (2, 4), ((8, 32),), (1,), 4),
+    ):
+        grid = profile.grid_for(setting)
+        assert (grid.num_rules, grid.capacities, grid.search_versions, grid.batch_size) == (
+            rules,
+            capacities,
+            versions,
+            batch,
+        )
+        want |= {
+            (setting, t, m, r, e, d, v, batch, steps[setting])
+            for t in tasks
+            for m in models
+            for r in rules
+            for e, d in capacities
+            for v in versions
+        }
+    configs = profile.configurations(device="cpu")
+    assert grid_keys(profile) == want and len(configs) == len(want) == 2 * 4 * (6 + 1 + 2)
+    assert profile.num_runs() == len(want) * len(profile.seeds) * len(profile.data_seeds)
+    assert profile.total_steps() == sum(k[-1] for k in want) * 2
+    assert [c.setting for c in configs] == sorted(
+        (c.setting for c in configs), key=profile.settings.index
+    )  # settings stay the outermost loop: shards are cut from the same order as before
+    # The same profile written as a YAML file loads to the same configurations.
+    path = tmp_path / "mine.yaml"
+    path.write_text(
+        (ROOT / "mod_arch_core" / "profiles" / "smoke.yaml").read_text().replace(
+            "num_rules: [2, 4]", "num_rules: {mlp: [2, 4, 8], mha: [2], rnn: [2, 4]}"
+        ).replace(
+            "capacities: [[8, 32]]",
+            "capacities:\n  mlp: [[8, 32], [16, 64]]\n  mha: [[8, 32]]\n  rnn: [[8, 32]]",
+        ).replace("search_versions: [1, 2]", "search_versions: {mha: [2]}")
+        .replace("batch_size: 32", "batch_size: {mlp: 16, mha: 8, rnn: 4}")
+    )  # fmt: skip
+    from_file = load_profile(path)
+    assert from_file.configurations(device="cpu") == configs
+    # A mapping may name settings the profile does not train (as iterations may).
+    mlp_only = load_profile("smoke", [*PER_SETTING, "settings=[mlp]"])
+    assert {k[0] for k in grid_keys(mlp_only)} == {"mlp"} and len(grid_keys(mlp_only)) == 48
+    with pytest.raises(ValueError, match="setting 'mha' is not in profile"):
+        mlp_only.grid_for("mha")
+
+
+def test_list_form_profiles_load_to_the_same_configurations_and_hashes() -> None:
+    """The list form is kept as it was: the same order, the same TrainConfigs, the same hashes.
+
+    The three hashes are those of configurations in the shipped ``results/reference`` (computed
+    before per-setting grids and lr decay existed); a constant-lr configuration's hash must not
+    change, or every shipped results folder would stop matching its profile.
+    """
+    from mod_arch_core.evaluation import EvalBudget
+    from mod_arch_core.experiment import experiment_hash
+    from mod_arch_core.training import TrainConfig
+
+    budget = EvalBudget(
+        perf_batches=4,
+        perf_batch_size=256,
+        prob_batches=8,
+        prob_batch_size=256,
+        adaptation_draws=10,
+        adaptation_batches=1,
+        adaptation_batch_size=256,
+    )
+    common = dict(data_seeds=(0, 1, 2), seeds=(0, 1), batch_size=64, lr=1e-3, eval_batches=2)
+    pinned = {
+        "8b34dd6f753fdd6e": TrainConfig(
+            "mlp", "regression", "modular", 8, iterations=4000, eval_every=400, **common
+        ),
+        "901a1474c5879c90": TrainConfig(
+            "mha", "classification", "gt-modular", 4, search_version=2, iterations=600,
+            eval_every=60, **common,
+        ),
+        "4929d1db6020ba15": TrainConfig(
+            "rnn", "regression", "monolithic", 16, iterations=1000, eval_every=100, **common
+        ),
+    }  # fmt: skip
+    for chash, config in pinned.items():
+        assert "lr_decay" not in config.to_dict()
+        assert experiment_hash(config, budget) == chash, config.key()
+    reference = load_profile("reference")
+    assert isinstance(reference.num_rules, tuple) and reference.num_rules == (2, 4, 8, 16)
+    spread = load_profile(
+        "reference",
+        {
+            "num_rules": {s: [2, 4, 8, 16] for s in ("mlp", "mha", "rnn")},
+            "capacities": {s: [[32, 128]] for s in ("mlp", "mha", "rnn")},
+            "search_versions": {"mha": [1, 2]},
+            "batch_size": {s: 64 for s in ("mlp", "mha", "rnn")},
+        },
+    )
+    assert spread.configurations(device="cpu") == reference.configurations(device="cpu")
+    assert reference.to_dict()["num_rules"] == [2, 4, 8, 16]
+    assert spread.to_dict()["num_rules"]["mha"] == [2, 4, 8, 16]
+
+
+def test_grid_overrides_of_both_forms() -> None:
+    assert load_profile("smoke", ["num_rules=[3]"]).num_rules == (3,)  # list form stays a list
+    spread = load_profile("smoke", ["num_rules.mlp=[2, 4, 32]"])  # dotted on the list form
+    assert spread.num_rules == {"mlp": (2, 4, 32), "mha": (2, 4), "rnn": (2, 4)}
+    again = load_profile("smoke", [*PER_SETTING, "num_rules.mha=[4]", "capacities.rnn=[[4, 16]]"])
+    assert again.grid_for("mha").num_rules == (4,) and again.grid_for("mlp").num_rules == (2, 4, 8)
+    assert again.grid_for("rnn").capacities == ((4, 16),)
+    versions = load_profile("smoke", ["search_versions.mha=[2]"])
+    assert versions.search_versions == {"mha": (2,)}
+    assert {c.search_version for c in versions.configurations() if c.setting == "mha"} == {2}
+    batch = load_profile("smoke", ["batch_size.rnn=8"])
+    assert batch.batch_size == {"mlp": 32, "mha": 32, "rnn": 8}
+    assert load_profile("smoke", ["num_rules=[2]"]).batch_size == 32
+    assert apply_overrides({}, ["num_rules.rnn=[2]"])["num_rules"] == {
+        "mlp": [2, 4, 8, 16, 32],
+        "mha": [2, 4, 8, 16, 32],
+        "rnn": [2],
+    }  # a field the profile does not give: its default, spread
+    decay = load_profile("smoke", ["lr_decay={start: 0.8, factor: 0.1}", "lr_decay.start=0.5"])
+    assert decay.lr_decay == {"start": 0.5, "factor": 0.1}
+    assert {c.lr_decay["start"] for c in decay.configurations()} == {0.5}
+    assert load_profile("smoke", ["lr_decay=null"]).lr_decay is None
+    assert all(c.lr_decay is None for c in load_profile("smoke").configurations())
+
+
+def test_model_options_are_checked_at_every_r_that_a_trained_setting_has() -> None:
+    sets = [
+        "models=[modular-topk, gt-modular]",
+        "model_options={modular-topk: {top_k: 3}}",
+        "num_rules={mlp: [4], mha: [2], rnn: [4]}",
+    ]
+    with pytest.raises(ValueError, match=r"top_k must be <= num_rules=2.*R = 2.*of mha"):
+        load_profile("smoke", sets)
+    profile = load_profile("smoke", [*sets, "settings=[mlp, rnn]"])  # mha's R = 2 is not trained
+    assert {c.model_options.get("top_k") for c in profile.configurations()} == {3, None}
+
+
+#: Bad per-setting grids and lr decays, and what the message must say.
+BAD_GRIDS: list[tuple[list[str], str]] = [
+    (["num_rules={mlp: [2], mha: [2]}"], r"num_rules gives no list for num_rules\.rnn"),
+    (["num_rules={mlp: [2], mha: [2], rnn: [2], cnn: [2]}"], r"num_rules has unknown settings \['cnn'\]"),
+    (["num_rules={mlp: [], mha: [2], rnn: [2]}"], r"num_rules\.mlp must not be empty"),
+    (["num_rules.mha=[]"], r"num_rules\.mha must not be empty"),
+    (["num_rules={mlp: 4, mha: [2], rnn: [2]}"], r"num_rules\.mlp must be a list"),
+    (["num_rules={mlp: [2.5], mha: [2], rnn: [2]}"], r"num_rules\.mlp must be an integer"),
+    (["num_rules.mha=[1]"], r"num_rules\.mha must be >= 2, got 1"),
+    (["num_rules.cnn=[2]"], r"unknown key 'cnn' of num_rules; allowed: mlp, mha, rnn"),
+    (["num_rules=[2, 2]"], r"num_rules must not repeat a value"),
+    (["num_rules.mlp=[4, 4]"], r"num_rules\.mlp must not repeat a value"),
+    (["num_rules={}"], r"num_rules gives no list for num_rules\.mlp, num_rules\.mha"),
+    (["num_rules=4"], r"num_rules must be a list, e.g\. num_rules=\[2, 4\]; got 4 .*mapping"),
+    (["capacities={mlp: [[8, 32]], mha: [[8, 32]]}"], r"capacities\.rnn"),
+    (["capacities.mha=[[8]]"], r"capacities\.mha must be a list of \[E, D\] pairs"),
+    (["capacities.rnn=[[8, 0]]"], r"capacities\.rnn D must be >= 1"),
+    (["capacities.mlp=[]"], r"capacities\.mlp must not be empty"),
+    (["capacities=[[8, 32], [8, 32]]"], r"capacities must not repeat a value"),
+    (["search_versions={mha: [3]}"], r"search_versions\.mha must be a non-empty subset of \[1, 2\]"),
+    (["search_versions={mlp: [1]}"], r"search_versions gives no list for search_versions\.mha"),
+    (["search_versions={mha: [1], mlp: [2]}"], r"search_versions\.mlp: .*may only be \[1\]"),
+    (["search_versions={mha: [1], cnn: [1]}"], r"search_versions has unknown settings \['cnn'\]"),
+    (["search_versions=[1, 1]"], r"search_versions must not repeat a value"),
+    (["batch_size={mlp: 8, mha: 8}"], r"batch_size needs a value for settings \['rnn'\]"),
+    (["batch_size.mlp=0"], r"batch_size\.mlp must be >= 1"),
+    (["batch_size={mlp: 8, mha: 8, rnn: 8, cnn: 8}"], r"batch_size has unknown settings"),
+    (["batch_size=[8]"], r"batch_size must be an integer or a mapping setting -> integer"),
+    (["lr_decay=0.8"], r"lr_decay must be a mapping with start and factor"),
+    (["lr_decay={start: 0.8}"], r"lr_decay needs lr_decay\.factor"),
+    (["lr_decay.start=0.8"], r"lr_decay needs lr_decay\.factor"),  # smoke has no decay
+    (["lr_decay={start: 1.0, factor: 0.1}"], r"lr_decay\.start must lie in \[0, 1\)"),
+    (["lr_decay={start: -0.1, factor: 0.1}"], r"lr_decay\.start must lie in \[0, 1\)"),
+    (["lr_decay={start: 0.5, factor: 0}"], r"lr_decay\.factor must lie in \(0, 1\]"),
+    (["lr_decay={start: 0.5, factor: 1.5}"], r"lr_decay\.factor must lie in \(0, 1\]"),
+    (["lr_decay={start: 0.5, factor: .nan}"], r"lr_decay\.factor must be a finite number"),
+    (["lr_decay={start: '0.5', factor: 0.1}"], r"lr_decay\.start must be a number"),
+    (["lr_decay={start: 0.5, factor: 0.1, shape: cos}"], r"lr_decay has unknown keys \['shape'\]"),
+    (["lr_decay.shape=cos"], r"unknown key 'shape' of lr_decay; allowed: start, factor"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("sets", "match"), BAD_GRIDS, ids=[" ".join(s) for s, _ in BAD_GRIDS])
+def test_bad_per_setting_grids_and_lr_decays_are_refused(sets: list[str], match: str) -> None:
+    with pytest.raises((ValueError, TypeError), match=match):
+        load_profile("smoke", sets)
+
+
 def test_shards_partition_the_grid(tmp_path: Path) -> None:
     profile = load_profile("smoke")
     whole = [job.label for job in plan(profile, tmp_path)]

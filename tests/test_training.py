@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -228,3 +230,144 @@ def test_engine_tensors_live_on_the_training_device() -> None:
     assert {t.device for t in tensors} == {device}
     meta = training.build_stack(config, torch.device("meta"))[1]
     assert {p.device.type for p in meta.parameters()} == {"meta"}  # nothing drawn on the CPU
+
+
+# Learning-rate decay (a deviation from spec §4 for the CPU profiles) ---------------------------
+
+
+def recorded_lrs(monkeypatch, config: TrainConfig) -> tuple[list[float], training.TrainResult]:
+    """Train ``config`` for real and return the optimizer's lr at every step, and the result."""
+    original = training.train_step
+    seen: list[float] = []
+
+    def spy(model, optimizer, batch, **kwargs):
+        assert len(optimizer.param_groups) == 1  # one lr for every run of the stack
+        seen.append(optimizer.param_groups[0]["lr"])
+        return original(model, optimizer, batch, **kwargs)
+
+    monkeypatch.setattr(training, "train_step", spy)
+    result = train(config, progress=False)
+    monkeypatch.setattr(training, "train_step", original)
+    return seen, result
+
+
+def test_default_lr_is_constant_and_bitwise_the_plain_adam_loop(monkeypatch) -> None:
+    """Without lr_decay, train() is the constant-lr loop it always was, bit for bit: the same
+    weights as a hand-written loop over build_stack, make_optimizer and train_step (which never
+    touches the lr), and the same as setting the lr to its own value each step (factor 1)."""
+    config = tiny("mlp", data_seeds=(0, 1), seeds=(0,), iterations=12, lr=3e-3)
+    lrs, result = recorded_lrs(monkeypatch, config)
+    assert lrs == [3e-3] * 12
+    device = torch.device("cpu")
+    tasks, model = training.build_stack(config, device)
+    optimizer = training.make_optimizer([p for p in model.parameters()], config)
+    generators = training.run_generators(config, training.STREAM_TRAIN, device)
+    alive = torch.ones(config.num_runs, dtype=torch.bool)
+    for _ in range(config.num_steps):
+        batch = training.sample_stack(tasks, config.batch_size, generators, device=device)
+        training.train_step(model, optimizer, batch, task=config.task, clip=None, alive=alive)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, result.model.state_dict()[name]), name
+    flat = dataclasses.replace(config, lr_decay={"start": 0.0, "factor": 1.0})
+    flat_lrs, flat_result = recorded_lrs(monkeypatch, flat)
+    assert flat_lrs == lrs
+    assert flat_result.curves.equals(result.curves)
+    for name, value in flat_result.model.state_dict().items():
+        assert torch.equal(value, result.model.state_dict()[name]), name
+
+
+def test_lr_decay_follows_the_schedule_step_by_step(monkeypatch) -> None:
+    """Constant up to fraction start of the steps, then a half cosine to factor x lr at the
+    last step, as read from the optimizer's param group during real training; the run is the
+    constant-lr run until the decay begins, and differs after."""
+    lr, steps = 1e-2, 11  # step t has training fraction t / 10
+    decay = {"start": 0.5, "factor": 0.1}
+    config = tiny("rnn", iterations=steps, eval_every=6, lr=lr, lr_decay=decay)
+    lrs, result = recorded_lrs(monkeypatch, config)
+    assert lrs[:6] == [lr] * 6  # fractions 0 .. 0.5: exactly the constant lr
+    expected = [
+        lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * (t / 10 - 0.5) / 0.5))) for t in range(6, 11)
+    ]
+    np.testing.assert_allclose(lrs[6:], expected, rtol=1e-12)
+    assert lrs[-1] == pytest.approx(0.1 * lr, rel=1e-12)
+    assert all(a > b for a, b in itertools.pairwise(lrs[5:]))  # strictly decreasing
+    assert lrs == [config.lr_at(t) for t in range(steps)]
+    constant_lrs, constant = recorded_lrs(monkeypatch, dataclasses.replace(config, lr_decay=None))
+    assert constant_lrs == [lr] * steps
+    curves, flat = result.curves, constant.curves
+    before = curves.iteration <= 6  # evaluations before the first decayed step
+    assert curves[before].equals(flat[flat.iteration <= 6])
+    after = curves[~before].perf.to_numpy()
+    assert not np.array_equal(after, flat[flat.iteration > 6].perf.to_numpy())
+    state, flat_state = result.model.state_dict(), constant.model.state_dict()
+    assert any(not torch.equal(value, flat_state[name]) for name, value in state.items())
+
+
+def test_scheduled_lr_edges() -> None:
+    decay = {"start": 0.0, "factor": 0.25}
+    assert training.scheduled_lr(1.0, 0, 5, decay) == 1.0  # fraction 0 <= start
+    assert training.scheduled_lr(1.0, 4, 5, decay) == 0.25  # last step: exactly factor x lr
+    assert training.scheduled_lr(1.0, 0, 1, decay) == 0.25  # a single step is the last one
+    assert training.scheduled_lr(2e-3, 3, 5, None) == 2e-3
+    assert training.scheduled_lr(1.0, 2, 5, decay) == pytest.approx(0.625)  # half way: mean
+
+
+def test_lr_decay_is_recorded_and_hashed_only_when_set() -> None:
+    from mod_arch_core.evaluation import named_budget
+    from mod_arch_core.experiment import experiment_hash
+
+    config = tiny("mlp")
+    decayed = dataclasses.replace(config, lr_decay={"factor": 0.1, "start": 0.8})
+    assert "lr_decay" not in config.to_dict()  # the form that existing hashes were made from
+    assert decayed.to_dict()["lr_decay"] == {"start": 0.8, "factor": 0.1}
+    assert TrainConfig.from_dict(decayed.to_dict()) == decayed
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    budget = named_budget("smoke")
+    assert experiment_hash(decayed, budget) != experiment_hash(config, budget)
+    other = dataclasses.replace(config, lr_decay={"start": 0.8, "factor": 0.2})
+    assert experiment_hash(other, budget) != experiment_hash(decayed, budget)
+
+
+@pytest.mark.parametrize(
+    ("decay", "match"),
+    [
+        ({"start": 1.0, "factor": 0.1}, r"lr_decay\.start must lie in \[0, 1\)"),
+        ({"start": -0.5, "factor": 0.1}, r"lr_decay\.start must lie in \[0, 1\)"),
+        ({"start": 0.5, "factor": 0.0}, r"lr_decay\.factor must lie in \(0, 1\]"),
+        ({"start": 0.5, "factor": 2.0}, r"lr_decay\.factor must lie in \(0, 1\]"),
+        ({"start": 0.5, "factor": float("inf")}, r"lr_decay\.factor must be a finite number"),
+        ({"start": True, "factor": 0.1}, r"lr_decay\.start must be a number"),
+        ({"start": 0.5}, r"lr_decay needs lr_decay\.factor"),
+        ({"start": 0.5, "factor": 0.1, "kind": "cos"}, r"unknown keys \['kind'\]"),
+        (0.8, r"lr_decay must be a mapping with start and factor"),
+    ],
+)
+def test_a_bad_lr_decay_is_refused_before_any_work(monkeypatch, decay, match) -> None:
+    def no_work(*args, **kwargs):
+        raise AssertionError("a bad lr_decay reached training")
+
+    monkeypatch.setattr(training, "build_stack", no_work)
+    with pytest.raises((ValueError, TypeError), match=match):
+        tiny("mlp", lr_decay=decay)
+
+
+def test_train_cli_passes_and_records_the_lr_decay(tmp_path) -> None:
+    """``train --lr-decay START,FACTOR`` reaches TrainConfig and the folder's provenance."""
+    import json
+
+    from mod_arch_core.__main__ import main
+    from mod_arch_core.experiment import experiment_hash
+
+    out = tmp_path / "run"
+    argv = ["train", "--setting", "mlp", "--task", "regression", "--model", "modular",
+            "--num-rules", "2", "--encoder-dim", "4", "--dim", "8", "--iterations", "4",
+            "--eval-every", "2", "--eval-batches", "1", "--batch-size", "4", "--budget", "smoke",
+            "--device", "cpu", "--no-checkpoints", "--no-progress", "--lr", "1e-3",
+            "--lr-decay", "0.5,0.2", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["config"]["lr_decay"] == {"start": 0.5, "factor": 0.2}
+    config = TrainConfig.from_dict(meta["config"])
+    assert config.lr_at(3) == pytest.approx(2e-4)
+    rows = pd.read_parquet(out / "runs.parquet")
+    assert set(rows["config_hash"]) == {experiment_hash(config, named_budget("smoke"))}
