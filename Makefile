@@ -9,6 +9,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# The suite runs on TEST_WORKERS pytest-xdist workers (whole files per worker: module fixtures such
+# as the book build stay in one process), each with TEST_THREADS torch/OpenMP threads: on two cores,
+# two 1-thread workers never wait on a descheduled second thread. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
+TEST_THREADS ?= 1
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadfile)
 
 .DEFAULT_GOAL := help
 
@@ -32,12 +38,12 @@ format: $(STAMP) ## Apply ruff's formatter and safe fixes
 	$(BIN)/ruff check --fix .
 
 .PHONY: test
-test: lint ## Lint, then run the whole test suite (slow tests included)
-	$(BIN)/pytest $(PYTEST_ARGS)
+test: lint ## Lint, then run the whole test suite (slow tests included) on TEST_WORKERS=2 workers
+	OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/pytest $(XDIST) $(PYTEST_ARGS)
 
 .PHONY: test-fast
 test-fast: lint ## Lint, then run the tests not marked slow
-	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+	OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 .PHONY: lock
 lock: $(STAMP) ## Refresh requirements-lock.txt from the current environment
