@@ -52,7 +52,13 @@ import pandas as pd
 
 from mod_arch_core import metrics
 from mod_arch_core.results import RUN_KEYS
-from mod_arch_core.validation import PAPER_MODELS, check_finite_float, check_int, check_seed
+from mod_arch_core.validation import (
+    PAPER_MODELS,
+    SETTINGS,
+    check_finite_float,
+    check_int,
+    check_seed,
+)
 
 __all__ = [
     "CHECKPOINTS",
@@ -1129,25 +1135,54 @@ def scale_summary(runs: pd.DataFrame) -> dict[str, Any]:
     Returns
     -------
     dict with ``profiles``, ``runs`` (distinct trained runs), ``settings_ranked`` (settings of the
-    ranking, spec §5.6), ``num_rules``, ``capacities``, ``data_seeds``, ``seeds`` and
-    ``iterations`` (per setting).
+    ranking, spec §5.6), ``num_rules`` (every R of the results), ``capacities`` (the most
+    capacities any setting has), ``num_rules_per_setting`` and ``capacities_per_setting`` (a
+    profile's grid may differ by setting), ``data_seeds``, ``seeds`` and ``iterations`` (per
+    setting).
     """
     _require(runs, [*RUN_KEYS, "checkpoint", "profile"], "runs")
     table = runs[runs["model"] != "random"]
     last = table[table["checkpoint"] == "last"] if (table["checkpoint"] == "last").any() else table
     setting_keys = [k for k in metrics.DEFAULT_SETTING_KEYS if k != "checkpoint"]
+    by_setting = table.groupby("setting")
+    capacities = {
+        str(s): int(group[["encoder_dim", "dim"]].drop_duplicates().shape[0])
+        for s, group in by_setting
+    }
     return {
         "profiles": sorted(set(table["profile"])),
         "runs": int(last.drop_duplicates(list(RUN_KEYS)).shape[0]),
         "settings_ranked": int(last.drop_duplicates(setting_keys).shape[0]),
         "num_rules": tuple(int(r) for r in sorted(table["num_rules"].unique())),
-        "capacities": int(table[["encoder_dim", "dim"]].drop_duplicates().shape[0]),
+        "num_rules_per_setting": {
+            str(s): tuple(int(r) for r in sorted(group["num_rules"].unique()))
+            for s, group in by_setting
+        },
+        "capacities": max(capacities.values()),
+        "capacities_per_setting": capacities,
         "data_seeds": int(table["data_seed"].nunique()),
         "seeds": int(table["seed"].nunique()),
         "iterations": {
             str(k): int(v) for k, v in table.groupby("setting")["iterations"].max().items()
         },
     }
+
+
+def capacity_note(runs: pd.DataFrame, *, single: str) -> str:
+    """What a per-capacity figure can show, from the capacities each setting holds.
+
+    ``single`` is the sentence for results with one capacity in every setting (what the figure
+    then cannot show). Otherwise the note names the settings with more than one capacity, and
+    the settings that hold one (each of their models and *R* is a single point).
+    """
+    counts = scale_summary(runs)["capacities_per_setting"]
+    several = {s: n for s, n in counts.items() if n > 1}
+    if not several:
+        return single
+    named = ", ".join(f"{s.upper()} {n}" for s, n in several.items())
+    one = [s.upper() for s, n in counts.items() if n == 1]
+    rest = f"; {' and '.join(one)} {'hold' if len(one) > 1 else 'holds'} one" if one else ""
+    return f"Capacities per model and *R*: {named}{rest}."
 
 
 def scale_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -1158,6 +1193,13 @@ def scale_table(runs: pd.DataFrame) -> pd.DataFrame:
     def iterations(values: dict[str, int]) -> str:
         return " / ".join(f"{values.get(s, 0):,}" for s in ("mlp", "mha", "rnn"))
 
+    def per_setting(values: dict[str, Any], show: Any) -> str:
+        """One value for all settings, or ``MLP ...; MHA ...`` where they differ."""
+        shown = {s: show(v) for s, v in values.items()}
+        if len(set(shown.values())) == 1:
+            return next(iter(shown.values()))
+        return "; ".join(f"{s.upper()} {shown[s]}" for s in SETTINGS if s in shown)
+
     rows = {
         "profile": (", ".join(ours["profiles"]), "paper"),
         "trained runs": (f"{ours['runs']:,}", f"{paper['runs']:,}"),
@@ -1166,10 +1208,13 @@ def scale_table(runs: pd.DataFrame) -> pd.DataFrame:
             f"{paper['settings_ranked']:,}",
         ),
         "numbers of rules R": (
-            ", ".join(map(str, ours["num_rules"])),
+            per_setting(ours["num_rules_per_setting"], lambda rs: ", ".join(map(str, rs))),
             ", ".join(map(str, paper["num_rules"])),
         ),
-        "capacities (E, D = 4E)": (str(ours["capacities"]), str(paper["capacities"])),
+        "capacities (E, D = 4E)": (
+            per_setting(ours["capacities_per_setting"], str),
+            str(paper["capacities"]),
+        ),
         "data seeds x model seeds": (
             f"{ours['data_seeds']} x {ours['seeds']}",
             f"{paper['data_seeds']} x {paper['seeds']}",

@@ -353,6 +353,34 @@ def test_scale_summary_and_table() -> None:
     assert table.loc["trained runs", "paper"] == "20,000"
 
 
+def test_scale_of_per_setting_grids() -> None:
+    """A profile may give each setting its own R list and capacities: the table says which."""
+    runs = make_runs(lambda *a: 1.0)
+    wide = runs[runs["setting"] == "mlp"].copy()
+    wide[["encoder_dim", "dim"]] = [16, 64]
+    big_r = runs[(runs["setting"] == "mlp") & (runs["num_rules"] == 16)].copy()
+    big_r["num_rules"] = 32
+    runs = pd.concat([runs, wide, big_r], ignore_index=True)
+    scale = analysis.scale_summary(runs)
+    assert scale["num_rules"] == (2, 4, 8, 16, 32)
+    assert scale["num_rules_per_setting"] == {"mlp": (2, 4, 8, 16, 32), "rnn": (2, 4, 8, 16)}
+    assert scale["capacities_per_setting"] == {"mlp": 2, "rnn": 1}
+    assert scale["capacities"] == 2
+    table = analysis.scale_table(runs)
+    assert (
+        table.loc["numbers of rules R", "these results"] == "MLP 2, 4, 8, 16, 32; RNN 2, 4, 8, 16"
+    )
+    assert table.loc["capacities (E, D = 4E)", "these results"] == "MLP 2; RNN 1"
+    note = analysis.capacity_note(runs, single="one capacity")
+    assert note == "Capacities per model and *R*: MLP 2; RNN holds one."
+    same = analysis.scale_table(make_runs(lambda *a: 1.0))
+    assert same.loc["numbers of rules R", "these results"] == "2, 4, 8, 16"
+    assert same.loc["capacities (E, D = 4E)", "these results"] == "1"
+    assert (
+        analysis.capacity_note(make_runs(lambda *a: 1.0), single="one capacity") == "one capacity"
+    )
+
+
 def test_activation_matrix_examples() -> None:
     runs = make_runs(lambda *a: 1.0, rules=(4,))
     examples = analysis.example_activation_matrices(
