@@ -5,7 +5,8 @@ with an execution timeout into a pytest temporary folder; pytest keeps the last 
 (``/tmp/pytest-of-$USER/``), so the executed notebooks can be opened after a failure.
 
 The results chapters (those whose parameters define ``results_path``) share one ``smoke`` sweep per
-test session (:func:`smoke_results`): the first of them runs with ``profile="smoke"`` on that folder,
+test session (:func:`smoke_results`, with per-setting capacities and the lr decay): the first of them
+runs with ``profile="smoke"`` and the fixture's overrides on that folder,
 which exercises the resumable load-or-compute path, the others read it with ``profile=None``.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import SMOKE_RESULTS_OVERRIDES
 from papermill.exceptions import PapermillExecutionError
 
 from mod_arch_core import book
@@ -247,16 +249,15 @@ def test_results_chapter_runs_on_the_smoke_sweep(
     out = tmp_path_factory.mktemp(f"smoke-{name}")
     figures = out / "figures"
     # the first chapter goes through the sweep path (everything is already done: it resumes)
-    profile = "smoke" if name == RESULTS_NAMES[0] else None
-    (report,) = _execute(
-        name,
-        out,
-        {
-            "profile": profile,
-            "results_path": str(smoke_results),
-            "figures_dir": str(figures),
-        },
-    )
+    first = name == RESULTS_NAMES[0]
+    parameters = {
+        "profile": "smoke" if first else None,
+        "results_path": str(smoke_results),
+        "figures_dir": str(figures),
+    }
+    if first:  # the sweep path with the fixture's own grid: it finds every configuration done
+        parameters["overrides"] = SMOKE_RESULTS_OVERRIDES
+    (report,) = _execute(name, out, parameters)
     assert report.status == "executed"
     _check_executed(name, report.output, figures)
 
