@@ -87,6 +87,7 @@ __all__ = [
     "all_claims",
     "area_per_cell",
     "bootstrap_ci",
+    "capacity_note",
     "check_checkpoint",
     "claim_1_ranking",
     "claim_2_benefit_grows_with_rules",
@@ -99,6 +100,7 @@ __all__ = [
     "count_ties",
     "curve_areas",
     "example_activation_matrices",
+    "in_cells",
     "learned",
     "learned_caveat",
     "metrics_long",
@@ -686,10 +688,14 @@ class ClaimResult:
     measured: dict[str, float] = field(default_factory=dict)
     verdict: str = INCONCLUSIVE
     reason: str = ""
+    #: (setting, task, R) cells the claim was judged on, and all cells of the results (None:
+    #: judged on every cell, learned or not; see :func:`all_claims`).
+    cells_judged: int | None = None
+    cells_total: int | None = None
 
     def to_row(self) -> dict[str, Any]:
         """One row of :func:`claims_table`."""
-        return {
+        row = {
             "claim": self.number,
             "statement": self.claim,
             "paper": self.paper,
@@ -698,6 +704,9 @@ class ClaimResult:
             "parts_holding": sum(p.verdict == HOLDS for p in self.parts),
             "parts": len(self.parts),
         }
+        if self.cells_total is not None:
+            row["cells judged"] = f"{self.cells_judged} of {self.cells_total}"
+        return row
 
     def parts_table(self) -> pd.DataFrame:
         """One row per part, with the estimate and its interval."""
@@ -1105,18 +1114,54 @@ def claim_6_training_speed(
     return _finish_claim(6, parts, measured)
 
 
+def in_cells(table: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a runs or curves ``table`` that lie in ``cells`` (rows of (setting, task, R))."""
+    _require(cells, LEARNED_KEYS, "cells")
+    keep = cells[list(LEARNED_KEYS)].drop_duplicates()
+    merged = table.merge(keep, on=list(LEARNED_KEYS), how="left", indicator=True)
+    return table[(merged["_merge"] == "both").to_numpy()]
+
+
 def all_claims(
-    runs: pd.DataFrame, curves: pd.DataFrame, *, checkpoint: str = "last"
+    runs: pd.DataFrame,
+    curves: pd.DataFrame,
+    *,
+    checkpoint: str = "last",
+    learned_cells: pd.DataFrame | None = None,
 ) -> list[ClaimResult]:
-    """Claims 1-6 of spec §7 on one set of results, in order."""
-    return [
-        claim_1_ranking(runs, checkpoint=checkpoint),
-        claim_2_benefit_grows_with_rules(runs, checkpoint=checkpoint),
-        claim_3_modular_falls_short(runs, checkpoint=checkpoint),
-        claim_4_collapse(runs, checkpoint=checkpoint),
-        claim_5_specialisation(runs, checkpoint=checkpoint),
-        claim_6_training_speed(runs, curves, checkpoint=checkpoint),
+    """Claims 1-6 of spec §7 on one set of results, in order.
+
+    With ``learned_cells`` (a :func:`learned` table) every claim is judged only on the
+    (setting, task, R) cells in which the models have learned: the paper's claims are about
+    trained models, and a cell where even GT-Modular has not learned compares initialisations.
+    Each result then records how many cells it was judged on (``cells_judged`` of
+    ``cells_total``, a column of :func:`claims_table`). A claim whose parts need cells that are
+    all left out comes out inconclusive, with the reason its parts give.
+    """
+    total = judged = None
+    if learned_cells is not None:
+        _require(learned_cells, [*LEARNED_KEYS, "learned"], "learned cells")
+        kept = learned_cells[learned_cells["learned"].astype(bool)]
+        total, judged = len(learned_cells), len(kept)
+        runs, curves = in_cells(runs, kept), in_cells(curves, kept)
+    claims = [
+        lambda: claim_1_ranking(runs, checkpoint=checkpoint),
+        lambda: claim_2_benefit_grows_with_rules(runs, checkpoint=checkpoint),
+        lambda: claim_3_modular_falls_short(runs, checkpoint=checkpoint),
+        lambda: claim_4_collapse(runs, checkpoint=checkpoint),
+        lambda: claim_5_specialisation(runs, checkpoint=checkpoint),
+        lambda: claim_6_training_speed(runs, curves, checkpoint=checkpoint),
     ]
+    results = []
+    for number, judge in enumerate(claims, start=1):
+        if runs.empty:
+            claim, paper = CLAIM_TEXT[number]
+            result = ClaimResult(number, claim, paper, [], reason="no cell has learned")
+        else:
+            result = judge()
+        result.cells_judged, result.cells_total = judged, total
+        results.append(result)
+    return results
 
 
 def claims_table(claims: Sequence[ClaimResult]) -> pd.DataFrame:

@@ -516,6 +516,28 @@ def test_learned_separates_beyond_seed_noise() -> None:
     np.testing.assert_allclose(cells.loc[("regression", 4), "difference"], mono.mean() - gt.mean())
 
 
+def test_claims_are_judged_only_on_learned_cells() -> None:
+    runs, curves = _learning_runs()
+    cells = analysis.learned(runs, curves)
+    kept = cells[cells["learned"]]
+    judged = analysis.all_claims(runs, curves, learned_cells=cells)
+    assert {(c.cells_judged, c.cells_total) for c in judged} == {(len(kept), len(cells))}
+    table = analysis.claims_table(judged)
+    assert (table["cells judged"] == f"{len(kept)} of {len(cells)}").all()
+    # the same as judging the learned cells' rows by hand
+    keys = list(analysis.LEARNED_KEYS)
+    inside = runs.merge(kept[keys], on=keys)
+    by_hand = analysis.all_claims(inside, curves.merge(kept[keys], on=keys))
+    assert [c.verdict for c in judged] == [c.verdict for c in by_hand]
+    assert [c.reason for c in judged] == [c.reason for c in by_hand]
+    assert "cells judged" not in analysis.claims_table(by_hand).columns
+    assert len(analysis.in_cells(runs, kept)) == len(inside)
+    # no cell learned: every claim is inconclusive and says why
+    none = analysis.all_claims(runs, curves, learned_cells=cells.assign(learned=False))
+    assert {c.verdict for c in none} == {analysis.INCONCLUSIVE}
+    assert {c.reason for c in none} == {"no cell has learned"}
+
+
 def test_learned_rejects_what_it_cannot_judge() -> None:
     runs, curves = _learning_runs()
     with pytest.raises(ValueError, match="'last' or 'best', got 'pooled'"):
