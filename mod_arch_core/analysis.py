@@ -42,6 +42,7 @@ References: Mittal, Bengio, Lajoie, "Is a Modular Architecture Enough?", NeurIPS
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -709,8 +710,11 @@ class ClaimResult:
         return row
 
     def parts_table(self) -> pd.DataFrame:
-        """One row per part, with the estimate and its interval."""
-        return pd.DataFrame([{"claim": self.number, **vars(p)} for p in self.parts])
+        """One row per part, with the estimate and its interval (no rows for a claim judged on
+        no cell, with the same columns)."""
+        columns = ["claim", *(f.name for f in dataclasses.fields(ClaimPart))]
+        rows = [{"claim": self.number, **vars(p)} for p in self.parts]
+        return pd.DataFrame(rows, columns=columns)
 
 
 def combine_verdicts(parts: Sequence[str]) -> str:

@@ -536,6 +536,7 @@ def test_claims_are_judged_only_on_learned_cells() -> None:
     none = analysis.all_claims(runs, curves, learned_cells=cells.assign(learned=False))
     assert {c.verdict for c in none} == {analysis.INCONCLUSIVE}
     assert {c.reason for c in none} == {"no cell has learned"}
+    assert list(none[0].parts_table().columns) == list(judged[0].parts_table().columns)
 
 
 def test_learned_rejects_what_it_cannot_judge() -> None:
