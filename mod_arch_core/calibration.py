@@ -60,6 +60,16 @@ def window_means(curves: pd.DataFrame, step: int, *, window: int = 3) -> pd.Data
     return out.assign(step=step)
 
 
+#: Extra grouping of the comparison: MHA's two search versions are two tasks of their own (spec
+#: §2.2), so the ranking is judged per version (NaN for the settings without versions).
+VERSION_KEYS: tuple[str, ...] = ("search_version",)
+
+
+def _group_keys(frame: pd.DataFrame) -> list[str]:
+    """``setting``, ``task`` and, when the frame has them, the :data:`VERSION_KEYS`."""
+    return ["setting", "task", *(k for k in VERSION_KEYS if k in frame.columns)]
+
+
 def budget_comparison(
     curves: pd.DataFrame, budgets: Mapping[str, int], *, window: int = 3
 ) -> pd.DataFrame:
@@ -73,38 +83,43 @@ def budget_comparison(
 
     Returns
     -------
-    One row per setting, task and model: ``budget``, ``longer`` (the runs' last iteration),
+    One row per setting, task, search version (NaN outside MHA; each version is judged on its
+    own) and model: ``budget``, ``longer`` (the runs' last iteration),
     ``perf_at_budget``, ``perf_at_longer`` (means over runs; lower is better, loss or error %),
     ``improvement`` (relative fall from B to the end, e.g. 0.25 = 25% lower), ``rank_at_budget``
     and ``rank_at_longer`` (1 = best within the setting and task).
     """
     _check_curves(curves)
-    keys = ["setting", "task", "model"]
+    groups = _group_keys(curves)
+    keys = [*groups, "model"]
     parts = []
     for setting, part in curves.groupby("setting", sort=True):
         if setting not in budgets:
             raise ValueError(f"no budget for setting {setting!r}; got budgets for {list(budgets)}")
         budget = check_int(budgets[setting], f"budgets[{setting!r}]", minimum=1)
-        at_b = window_means(part, budget, window=window).groupby(keys, as_index=False)["perf"]
+        at_b = window_means(part, budget, window=window).groupby(
+            keys, as_index=False, dropna=False
+        )["perf"]
         longer = int(part["iteration"].max())
         if longer <= budget:
             raise ValueError(
                 f"{setting}: the runs end at {longer} steps, not after the budget {budget}"
             )
-        at_kb = window_means(part, longer, window=window).groupby(keys, as_index=False)
+        at_kb = window_means(part, longer, window=window).groupby(
+            keys, as_index=False, dropna=False
+        )
         merged = at_b.mean().rename(columns={"perf": "perf_at_budget"})
         merged = merged.merge(at_kb["perf"].mean().rename(columns={"perf": "perf_at_longer"}))
         parts.append(merged.assign(budget=budget, longer=longer))
     merged = pd.concat(parts, ignore_index=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         merged["improvement"] = 1.0 - merged["perf_at_longer"] / merged["perf_at_budget"]
-    group = merged.groupby(["setting", "task"])
+    group = merged.groupby(groups, dropna=False)
     merged["rank_at_budget"] = group["perf_at_budget"].rank(method="min").astype(int)
     merged["rank_at_longer"] = group["perf_at_longer"].rank(method="min").astype(int)
     return merged[
         [
-            "setting",
-            "task",
+            *groups,
             "model",
             "budget",
             "longer",
@@ -125,13 +140,17 @@ def ranking_changes(comparison: pd.DataFrame) -> pd.DataFrame:
     first), ``winner_same`` and ``order_same`` (booleans), and ``median_improvement`` over models.
     """
     rows = []
-    for (setting, task), part in comparison.groupby(["setting", "task"], sort=True):
+    groups = _group_keys(comparison)
+    for values, part in comparison.groupby(groups, sort=True, dropna=False):
+        setting, task = values[:2]
+        extra = dict(zip(groups[2:], values[2:], strict=True))
         at_b = part.sort_values(["perf_at_budget", "model"])["model"].tolist()
         at_kb = part.sort_values(["perf_at_longer", "model"])["model"].tolist()
         rows.append(
             {
                 "setting": setting,
                 "task": task,
+                **extra,
                 "order_at_budget": " > ".join(at_b),
                 "order_at_longer": " > ".join(at_kb),
                 "winner_same": at_b[0] == at_kb[0],
@@ -142,15 +161,28 @@ def ranking_changes(comparison: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def describe(comparison: pd.DataFrame, setting: str, task: str) -> str:
+def describe(
+    comparison: pd.DataFrame, setting: str, task: str, *, search_version: int | None = None
+) -> str:
     """One sentence on a setting and task of :func:`budget_comparison`, for the book's prose.
 
     States the median and the largest relative change after the budget (and which model), and
-    whether the winner and the full order of the models are the same at the end.
+    whether the winner and the full order of the models are the same at the end. An MHA
+    comparison with both search versions needs ``search_version``.
     """
     part = comparison[(comparison["setting"] == setting) & (comparison["task"] == task)]
+    if search_version is not None:
+        part = part[part["search_version"] == search_version]
     if part.empty:
-        raise ValueError(f"no rows for setting={setting!r}, task={task!r} in the comparison")
+        raise ValueError(
+            f"no rows for setting={setting!r}, task={task!r}, search_version={search_version!r} "
+            "in the comparison"
+        )
+    if "search_version" in part.columns and part["search_version"].nunique() > 1:
+        raise ValueError(
+            f"{setting} {task} has search versions {sorted(part['search_version'].unique())}: "
+            "pass search_version"
+        )
     (change,) = ranking_changes(part).to_dict("records")
     top = part.loc[part["improvement"].idxmax()]
     order = "the same order" if change["order_same"] else "a different order"

@@ -66,3 +66,27 @@ def test_ranking_change_is_detected() -> None:
     (row,) = calibration.ranking_changes(comparison).to_dict("records")
     assert row["order_at_budget"] == "a > b" and row["order_at_longer"] == "b > a"
     assert not row["winner_same"] and not row["order_same"]
+
+
+def test_search_versions_are_judged_apart() -> None:
+    """MHA's two search versions are two tasks: each gets its own ranks and its own sentence."""
+    curves = synthetic_curves()
+    mha = curves[curves.setting == "rnn"].assign(setting="mha", search_version=1.0)
+    flipped = mha.assign(search_version=2.0)
+    flipped["model"] = flipped["model"].map({"modular": "gt-modular", "gt-modular": "modular"})
+    both = pd.concat([curves, mha, flipped], ignore_index=True)
+    table = calibration.budget_comparison(both, {"mlp": 100, "rnn": 100, "mha": 100}, window=1)
+    assert len(table) == 2 * 4, "two models x (mlp, rnn, mha v1, mha v2)"
+    v1 = table[(table.setting == "mha") & (table.search_version == 1)].set_index("model")
+    v2 = table[(table.setting == "mha") & (table.search_version == 2)].set_index("model")
+    assert v1.loc["gt-modular", "rank_at_budget"] == 1 and v2.loc["modular", "rank_at_budget"] == 1
+    changes = calibration.ranking_changes(table)
+    assert len(changes) == 4 and set(changes["search_version"].dropna()) == {1.0, 2.0}
+    assert "gt-modular > modular" in calibration.describe(
+        table, "mha", "regression", search_version=1
+    )
+    assert "modular > gt-modular" in calibration.describe(
+        table, "mha", "regression", search_version=2
+    )
+    with pytest.raises(ValueError, match="pass search_version"):
+        calibration.describe(table, "mha", "regression")

@@ -645,3 +645,10 @@ def test_calibration_figure_marks_the_budget(curves: pd.DataFrame) -> None:
     assert sorted({line.get_xdata()[0] for line in dashed}) == [20, 30]
     with pytest.raises(ValueError, match="non-empty curves table"):
         calibration_curves(curves.iloc[:0], {"mlp": 20})
+    # a setting with two search versions gets one row of panels per version
+    mha = curves[curves["setting"] == "rnn"].assign(setting="mha", search_version=1.0)
+    both = pd.concat([curves, mha, mha.assign(search_version=2.0)], ignore_index=True)
+    fig = calibration_curves(both, {"mlp": 20, "rnn": 30, "mha": 25})
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert len(fig.axes) == 4 * len({t.split(" · ")[1] for t in titles})
+    assert {t.split(" · ")[0] for t in titles} == {"MLP", "MHA v1", "MHA v2", "RNN"}
