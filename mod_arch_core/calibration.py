@@ -27,7 +27,7 @@ import pandas as pd
 from mod_arch_core.results import RUN_KEYS
 from mod_arch_core.validation import check_int
 
-__all__ = ["budget_comparison", "describe", "ranking_changes", "window_means"]
+__all__ = ["budget_comparison", "describe", "learned_at", "ranking_changes", "window_means"]
 
 
 def _check_curves(curves: pd.DataFrame) -> None:
@@ -192,3 +192,63 @@ def describe(
         f"(most: {top['model']}, {100 * top['improvement']:.0f}%); the end of the runs has "
         f"{winner} and {order} ({change['order_at_longer']})"
     )
+
+
+def learned_at(
+    curves: pd.DataFrame,
+    budgets: Mapping[str, int],
+    *,
+    window: int = 3,
+    model: str = "gt-modular",
+) -> pd.DataFrame:
+    """Has ``model`` learned by the budget, and by the end of the runs? Per setting, task, version.
+
+    The criterion of :func:`mod_arch_core.analysis.learned`, applied to the curves: regression
+    has learned when the mean ID loss is at most
+    :data:`~mod_arch_core.analysis.LEARNED_LOSS_FRACTION` of the untrained one (iteration 0),
+    classification when the mean ID error is at most
+    :data:`~mod_arch_core.analysis.LEARNED_MAX_ERROR` %. GT-Modular is the model whose routing is
+    given, so a cell in which it has not learned is one where no model has.
+
+    Returns one row per setting, task (and search version): ``untrained``, ``at_budget``,
+    ``at_end`` (means over runs of :func:`window_means`), ``threshold``, ``learned_at_budget``
+    and ``learned_at_end``.
+    """
+    from mod_arch_core.analysis import LEARNED_LOSS_FRACTION, LEARNED_MAX_ERROR
+
+    _check_curves(curves)
+    part = curves[curves["model"] == model]
+    if part.empty:
+        raise ValueError(f"the curves have no runs of {model!r}")
+    groups = _group_keys(part)
+    untrained = (
+        part[part["iteration"] == 0]
+        .groupby(groups, dropna=False, as_index=False)["perf"]
+        .mean()
+        .rename(columns={"perf": "untrained"})
+    )
+    rows = []
+    for setting, one in part.groupby("setting", sort=True):
+        if setting not in budgets:
+            raise ValueError(f"no budget for setting {setting!r}; got budgets for {list(budgets)}")
+        budget = check_int(budgets[setting], f"budgets[{setting!r}]", minimum=1)
+        end = int(one["iteration"].max())
+        at = {
+            name: window_means(one, step, window=window)
+            .groupby(groups, dropna=False, as_index=False)["perf"]
+            .mean()
+            .rename(columns={"perf": name})
+            for name, step in (("at_budget", min(budget, end)), ("at_end", end))
+        }
+        rows.append(at["at_budget"].merge(at["at_end"], on=groups).assign(budget=budget, end=end))
+    table = pd.concat(rows, ignore_index=True).merge(untrained, on=groups, how="left")
+    classification = table["task"] == "classification"
+    table["threshold"] = np.where(
+        classification, LEARNED_MAX_ERROR, LEARNED_LOSS_FRACTION * table["untrained"]
+    )
+    table["learned_at_budget"] = table["at_budget"] <= table["threshold"]
+    table["learned_at_end"] = table["at_end"] <= table["threshold"]
+    return table[
+        [*groups, "budget", "end", "untrained", "at_budget", "at_end", "threshold",
+         "learned_at_budget", "learned_at_end"]
+    ]  # fmt: skip

@@ -90,3 +90,18 @@ def test_search_versions_are_judged_apart() -> None:
     )
     with pytest.raises(ValueError, match="pass search_version"):
         calibration.describe(table, "mha", "regression")
+
+
+def test_learned_at_the_budget_and_at_the_end() -> None:
+    curves = synthetic_curves()
+    table = calibration.learned_at(curves, {"mlp": 100, "rnn": 400}, window=1).set_index("setting")
+    # gt-modular: 2 / (1 + it / 10): untrained 2.0005, at 100 0.18, at 400 0.049
+    np.testing.assert_allclose(table.loc["mlp", "untrained"], 2.0005)
+    np.testing.assert_allclose(table.loc["mlp", "threshold"], 0.5 * 2.0005)
+    assert table["learned_at_budget"].all() and table["learned_at_end"].all()
+    np.testing.assert_allclose(table.loc["rnn", "at_budget"], 2 / 41 + 0.0005)
+    slow = curves.assign(perf=np.where(curves["iteration"] == 0, 2.0, 1.5))
+    none = calibration.learned_at(slow, {"mlp": 100, "rnn": 100}, window=1)
+    assert not none["learned_at_end"].any()
+    with pytest.raises(ValueError, match="no runs of 'monolithic'"):
+        calibration.learned_at(curves, {"mlp": 100, "rnn": 100}, model="monolithic")
