@@ -71,6 +71,7 @@ from mod_arch_core.validation import (
     TASKS,
     canonical_name,
     check_int,
+    check_known_keys,
     check_list,
     check_lr_decay,
     check_positive_float,
@@ -352,12 +353,7 @@ def _per_setting_axis(
             f"({type(value).__name__}); or, per setting, a mapping setting -> list, e.g. "
             f"{name}={mapping_example}"
         )
-    unknown = sorted(str(k) for k in value if k not in SETTINGS)
-    if unknown:
-        raise ValueError(
-            f"{name} has unknown settings {unknown}; allowed: {', '.join(SETTINGS)} "
-            f"(e.g. {name}={mapping_example})"
-        )
+    check_known_keys(value, SETTINGS, name, "settings", f"{name}={mapping_example}")
     needed = ("mha",) if name == "search_versions" else SETTINGS
     missing = [s for s in settings if s in needed and s not in value]
     if missing:

@@ -6,7 +6,7 @@ the value it got and what is allowed, e.g. ``num_rules must be >= 2, got 1``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -114,6 +114,20 @@ def check_finite_float(value: Any, name: str, *, minimum: float | None = None) -
 LR_DECAY_KEYS: tuple[str, ...] = ("start", "factor")
 
 
+def check_known_keys(
+    value: dict[Any, Any], allowed: Sequence[str], field: str, what: str, example: str
+) -> None:
+    """Refuse keys of the mapping ``value`` outside ``allowed``, naming them and what is allowed.
+
+    ``what`` names the keys in the message (``"settings"``, ``"keys"``), ``example`` a valid value.
+    """
+    unknown = sorted(str(k) for k in value if k not in allowed)
+    if unknown:
+        raise ValueError(
+            f"{field} has unknown {what} {unknown}; allowed: {', '.join(allowed)} (e.g. {example})"
+        )
+
+
 def check_lr_decay(value: Any, name: str = "lr_decay") -> dict[str, float] | None:
     """A learning-rate decay ``{start: S, factor: F}``, or ``None`` for a constant lr (spec §4).
 
@@ -129,12 +143,7 @@ def check_lr_decay(value: Any, name: str = "lr_decay") -> dict[str, float] | Non
             f"{name} must be a mapping with start and factor, e.g. {example}, or null for a "
             f"constant lr; got {value!r} ({type(value).__name__})"
         )
-    unknown = sorted(str(k) for k in value if k not in LR_DECAY_KEYS)
-    if unknown:
-        raise ValueError(
-            f"{name} has unknown keys {unknown}; allowed: {', '.join(LR_DECAY_KEYS)} "
-            f"(e.g. {example})"
-        )
+    check_known_keys(value, LR_DECAY_KEYS, name, "keys", example)
     missing = [k for k in LR_DECAY_KEYS if k not in value]
     if missing:
         raise ValueError(
