@@ -12,7 +12,10 @@ functions compare them:
 * :func:`budget_comparison`: per setting, task and model, the mean over runs at B and at the end,
   the relative improvement, and the rank of the model at both;
 * :func:`ranking_changes`: per setting and task, the ranking at B and at the end and whether it
-  changed.
+  changed;
+* :func:`recipe_comparison` and :func:`recipe_changes`: the same cells at the budget under the
+  calibration's constant learning rate and under another recipe (the ``reference`` results, whose
+  learning rate decays over the last steps), and whether the recipe changes which model wins.
 
 All pure functions of a curves table (:data:`mod_arch_core.results.CURVE_COLUMNS`).
 """
@@ -27,7 +30,15 @@ import pandas as pd
 from mod_arch_core.results import RUN_KEYS
 from mod_arch_core.validation import check_int
 
-__all__ = ["budget_comparison", "describe", "learned_at", "ranking_changes", "window_means"]
+__all__ = [
+    "budget_comparison",
+    "describe",
+    "learned_at",
+    "ranking_changes",
+    "recipe_changes",
+    "recipe_comparison",
+    "window_means",
+]
 
 
 def _check_curves(curves: pd.DataFrame) -> None:
@@ -142,23 +153,28 @@ def ranking_changes(comparison: pd.DataFrame) -> pd.DataFrame:
     rows = []
     groups = _group_keys(comparison)
     for values, part in comparison.groupby(groups, sort=True, dropna=False):
-        setting, task = values[:2]
-        extra = dict(zip(groups[2:], values[2:], strict=True))
-        at_b = part.sort_values(["perf_at_budget", "model"])["model"].tolist()
-        at_kb = part.sort_values(["perf_at_longer", "model"])["model"].tolist()
         rows.append(
             {
-                "setting": setting,
-                "task": task,
-                **extra,
-                "order_at_budget": " > ".join(at_b),
-                "order_at_longer": " > ".join(at_kb),
-                "winner_same": at_b[0] == at_kb[0],
-                "order_same": at_b == at_kb,
+                **dict(zip(groups, values, strict=True)),
+                **_orders(part, "perf_at_budget", "perf_at_longer", ("at_budget", "at_longer")),
                 "median_improvement": float(part["improvement"].median()),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _orders(part: pd.DataFrame, first: str, second: str, names: tuple[str, str]) -> dict:
+    """The models best-first by column ``first`` and by ``second`` (ties by name), and whether
+    the winner and the whole order agree: ``order_<names[0]>``, ``order_<names[1]>``,
+    ``winner_same``, ``order_same``."""
+    one = part.sort_values([first, "model"])["model"].tolist()
+    two = part.sort_values([second, "model"])["model"].tolist()
+    return {
+        f"order_{names[0]}": " > ".join(one),
+        f"order_{names[1]}": " > ".join(two),
+        "winner_same": one[0] == two[0],
+        "order_same": one == two,
+    }
 
 
 def describe(
@@ -188,10 +204,18 @@ def describe(
     order = "the same order" if change["order_same"] else "a different order"
     winner = "the same winner" if change["winner_same"] else "a different winner"
     return (
-        f"after the budget the median model improves by {100 * change['median_improvement']:.0f}% "
-        f"(most: {top['model']}, {100 * top['improvement']:.0f}%); the end of the runs has "
+        f"after the budget the median model {_change_words(change['median_improvement'])} "
+        f"(most: {top['model']}, {100 * top['improvement']:.0f}% lower); the end of the runs has "
         f"{winner} and {order} ({change['order_at_longer']})"
     )
+
+
+def _change_words(improvement: float) -> str:
+    """``0.25`` -> "improves by 25%", ``-0.02`` -> "worsens by 2%" (lower is better)."""
+    percent = round(100 * improvement)
+    if percent == 0:
+        return "stays within 1%"
+    return f"{'improves' if percent > 0 else 'worsens'} by {abs(percent)}%"
 
 
 def learned_at(
@@ -252,3 +276,112 @@ def learned_at(
         [*groups, "budget", "end", "untrained", "at_budget", "at_end", "threshold",
          "learned_at_budget", "learned_at_end"]
     ]  # fmt: skip
+
+
+#: A cell of the recipe comparison: one setting, task, search version, R and capacity.
+CELL_KEYS: tuple[str, ...] = (
+    "setting",
+    "task",
+    "search_version",
+    "num_rules",
+    "encoder_dim",
+    "dim",
+)
+
+
+def recipe_comparison(
+    curves: pd.DataFrame, runs: pd.DataFrame, *, window: int = 3, checkpoint: str = "last"
+) -> pd.DataFrame:
+    """Each model of the calibration's cells at the budget: constant learning rate vs a recipe.
+
+    ``curves`` are the ``calibration`` runs (a constant learning rate, so their first B steps
+    are the run at budget B); ``runs`` are results trained *to* B with the recipe under test
+    (the ``reference`` results, whose learning rate decays over the last part of training), of
+    which only the cells the calibration also trained are compared. The budget B of a setting is
+    the ``iterations`` of its rows in ``runs``.
+
+    The constant-lr value of a run is its mean ID ``perf`` over the last ``window`` evaluations
+    up to B (:func:`window_means`); the recipe's is the ``perf`` of its ``checkpoint`` at the
+    final evaluation, the number the book reports. Both are then averaged over runs.
+
+    Returns one row per cell (:data:`CELL_KEYS`) and model: ``budget``, ``perf_constant``,
+    ``perf_recipe``, ``runs_constant``, ``runs_recipe``, ``rank_constant`` and
+    ``rank_recipe`` (1 = best within the cell). No shared cell is an error.
+    """
+    _check_curves(curves)
+    if not isinstance(runs, pd.DataFrame) or runs.empty:
+        raise ValueError("runs must be a non-empty runs table (results.RUN_COLUMNS)")
+    missing = [
+        c for c in (*CELL_KEYS, "model", "checkpoint", "iterations", "perf") if c not in runs
+    ]
+    if missing:
+        raise ValueError(f"the runs table lacks columns {missing}")
+    if checkpoint not in set(runs["checkpoint"]):
+        raise ValueError(
+            f"checkpoint must be one of {sorted(set(runs['checkpoint']))}, got {checkpoint!r}"
+        )
+    window = check_int(window, "window", minimum=1)
+    cells, keys = list(CELL_KEYS), [*CELL_KEYS, "model"]
+    recipe = runs[runs["checkpoint"] == checkpoint]
+    budgets = recipe.groupby("setting")["iterations"].unique()
+    mixed = {setting: sorted(b) for setting, b in budgets.items() if len(b) > 1}
+    if mixed:
+        raise ValueError(f"the runs mix iteration budgets within a setting: {mixed}")
+    parts = []
+    for setting in sorted(set(curves["setting"]) & set(recipe["setting"])):
+        budget = int(budgets[setting][0])
+        constant = window_means(curves[curves["setting"] == setting], budget, window=window)
+        parts.append(
+            constant.groupby(keys, dropna=False, as_index=False)
+            .agg(perf_constant=("perf", "mean"), runs_constant=("perf", "size"))
+            .assign(budget=budget)
+        )
+    if not parts:
+        raise ValueError("the curves and the runs share no setting")
+    constant = pd.concat(parts, ignore_index=True)
+    trained = recipe.groupby(keys, dropna=False, as_index=False).agg(
+        perf_recipe=("perf", "mean"), runs_recipe=("perf", "size")
+    )
+    table = constant.merge(trained, on=keys, how="inner")
+    if table.empty:
+        raise ValueError(
+            "the curves and the runs share no cell (setting, task, search version, R, capacity)"
+        )
+    group = table.groupby(cells, dropna=False)
+    table["rank_constant"] = group["perf_constant"].rank(method="min").astype(int)
+    table["rank_recipe"] = group["perf_recipe"].rank(method="min").astype(int)
+    return table[
+        [*keys, "budget", "perf_constant", "perf_recipe", "runs_constant", "runs_recipe",
+         "rank_constant", "rank_recipe"]
+    ]  # fmt: skip
+
+
+def recipe_changes(comparison: pd.DataFrame) -> pd.DataFrame:
+    """Per cell of :func:`recipe_comparison`: the models best-first under the constant learning
+    rate and under the recipe, ``winner_same`` and ``order_same``; ``gap_constant`` and
+    ``gap_recipe``, how much worse the second model is than the winner (relative: 0.1 = 10%), which
+    says whether a different winner is a near tie; and ``median_change``, the median over models of
+    the recipe's relative change (e.g. -0.2 = 20% lower loss or error)."""
+    rows = []
+    cells = list(CELL_KEYS)
+    for values, part in comparison.groupby(cells, sort=True, dropna=False):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            change = part["perf_recipe"] / part["perf_constant"] - 1.0
+        rows.append(
+            {
+                **dict(zip(cells, values, strict=True)),
+                "budget": int(part["budget"].iloc[0]),
+                **_orders(part, "perf_constant", "perf_recipe", ("constant", "recipe")),
+                "gap_constant": _runner_up_gap(part["perf_constant"]),
+                "gap_recipe": _runner_up_gap(part["perf_recipe"]),
+                "median_change": float(change.median()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _runner_up_gap(perf: pd.Series) -> float:
+    """Relative gap of the second-best value to the best (lower is better); NaN for one model."""
+    best, second = [*perf.nsmallest(2).tolist(), np.nan][:2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.float64(second) / np.float64(best) - 1.0)

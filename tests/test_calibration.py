@@ -105,3 +105,65 @@ def test_learned_at_the_budget_and_at_the_end() -> None:
     assert not none["learned_at_end"].any()
     with pytest.raises(ValueError, match="no runs of 'monolithic'"):
         calibration.learned_at(curves, {"mlp": 100, "rnn": 100}, model="monolithic")
+
+
+def recipe_runs(curves: pd.DataFrame, budget: int, factor: dict[str, float]) -> pd.DataFrame:
+    """Runs "trained to ``budget`` with another recipe": each run's curve value at the budget
+    times ``factor[model]``, as ``last`` rows of a runs table (plus an unrelated R = 8 cell)."""
+    at = curves[curves["iteration"] == budget].copy()
+    at["perf"] = at["perf"] * at["model"].map(factor)
+    extra = at.assign(num_rules=8)  # a cell the calibration did not train: ignored
+    rows = pd.concat([at, extra], ignore_index=True).assign(checkpoint="last", iterations=budget)
+    return rows.drop(columns=["iteration", "perf_val"])
+
+
+def test_recipe_comparison_pairs_the_calibration_cells_at_the_reference_budget() -> None:
+    curves = synthetic_curves()
+    # at 200: modular 1/3, gt-modular 2/21 = 0.095; the recipe makes modular 4x better: 0.083
+    runs = recipe_runs(curves, 200, {"modular": 0.25, "gt-modular": 1.0})
+    table = calibration.recipe_comparison(curves, runs, window=1)
+    assert set(table["num_rules"]) == {4} and set(table["budget"]) == {200}
+    mlp = table[table.setting == "mlp"].set_index("model")
+    assert mlp.loc["modular", "perf_constant"] == pytest.approx(1 / 3 + 0.0005)
+    assert mlp.loc["modular", "perf_recipe"] == pytest.approx((1 / 3 + 0.0005) / 4)
+    assert mlp.loc["gt-modular", "rank_constant"] == 1 and mlp.loc["modular", "rank_recipe"] == 1
+    assert (table["runs_constant"] == 2).all() and (table["runs_recipe"] == 2).all()
+    changes = calibration.recipe_changes(table)
+    assert not changes["winner_same"].any() and not changes["order_same"].any()
+    assert changes["order_constant"].iloc[0] == "gt-modular > modular"
+    assert changes["gap_recipe"].iloc[0] == pytest.approx(
+        (2 / 21 + 0.0005) / ((1 / 3 + 0.0005) / 4) - 1
+    )
+    same = calibration.recipe_changes(
+        calibration.recipe_comparison(curves, recipe_runs(curves, 200, {"modular": 0.9, "gt-modular": 0.9}), window=1)
+    )  # fmt: skip
+    assert same["winner_same"].all() and same["median_change"].to_numpy() == pytest.approx(-0.1)
+
+
+def test_recipe_comparison_rejects_what_it_cannot_compare() -> None:
+    curves = synthetic_curves()
+    runs = recipe_runs(curves, 200, {"modular": 1.0, "gt-modular": 1.0})
+    with pytest.raises(ValueError, match="checkpoint must be one of \\['last'\\], got 'best'"):
+        calibration.recipe_comparison(curves, runs, checkpoint="best")
+    mixed = runs.copy()
+    mixed.loc[mixed.index[0], "iterations"] = 400
+    with pytest.raises(ValueError, match="mix iteration budgets within a setting"):
+        calibration.recipe_comparison(curves, mixed)
+    with pytest.raises(ValueError, match="share no cell"):
+        calibration.recipe_comparison(curves, runs.assign(num_rules=16))
+    with pytest.raises(ValueError, match="share no setting"):
+        calibration.recipe_comparison(curves, runs.assign(setting="mha"))
+    with pytest.raises(ValueError, match="end before step 900"):
+        calibration.recipe_comparison(curves, runs.assign(iterations=900))
+    with pytest.raises(ValueError, match="lacks columns \\['checkpoint'\\]"):
+        calibration.recipe_comparison(curves, runs.drop(columns="checkpoint"))
+
+
+def test_describe_says_worsens_when_the_models_got_worse() -> None:
+    curves = synthetic_curves()
+    rising = curves.assign(perf=lambda f: 1.0 + f["iteration"] / 8000)  # 10% worse by the end
+    table = calibration.budget_comparison(rising, {"mlp": 100, "rnn": 100}, window=1)
+    text = calibration.describe(table, "mlp", "regression")
+    assert "the median model worsens by 9%" in text and "-" not in text.split("(")[0]
+    flat = calibration.budget_comparison(curves.assign(perf=1.0), {"mlp": 100, "rnn": 100})
+    assert "stays within 1%" in calibration.describe(flat, "mlp", "regression")
