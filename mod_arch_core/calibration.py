@@ -33,6 +33,7 @@ from mod_arch_core.validation import check_int
 __all__ = [
     "budget_comparison",
     "describe",
+    "describe_recipe",
     "learned_at",
     "ranking_changes",
     "recipe_changes",
@@ -305,8 +306,9 @@ def recipe_comparison(
     final evaluation, the number the book reports. Both are then averaged over runs.
 
     Returns one row per cell (:data:`CELL_KEYS`) and model: ``budget``, ``perf_constant``,
-    ``perf_recipe``, ``runs_constant``, ``runs_recipe``, ``rank_constant`` and
-    ``rank_recipe`` (1 = best within the cell). No shared cell is an error.
+    ``perf_recipe``, their standard errors over runs ``se_constant`` and ``se_recipe``,
+    ``runs_constant``, ``runs_recipe``, ``rank_constant`` and ``rank_recipe`` (1 = best within
+    the cell). No shared cell is an error.
     """
     _check_curves(curves)
     if not isinstance(runs, pd.DataFrame) or runs.empty:
@@ -333,14 +335,20 @@ def recipe_comparison(
         constant = window_means(curves[curves["setting"] == setting], budget, window=window)
         parts.append(
             constant.groupby(keys, dropna=False, as_index=False)
-            .agg(perf_constant=("perf", "mean"), runs_constant=("perf", "size"))
+            .agg(
+                perf_constant=("perf", "mean"),
+                se_constant=("perf", _standard_error),
+                runs_constant=("perf", "size"),
+            )
             .assign(budget=budget)
         )
     if not parts:
         raise ValueError("the curves and the runs share no setting")
     constant = pd.concat(parts, ignore_index=True)
     trained = recipe.groupby(keys, dropna=False, as_index=False).agg(
-        perf_recipe=("perf", "mean"), runs_recipe=("perf", "size")
+        perf_recipe=("perf", "mean"),
+        se_recipe=("perf", _standard_error),
+        runs_recipe=("perf", "size"),
     )
     table = constant.merge(trained, on=keys, how="inner")
     if table.empty:
@@ -351,17 +359,19 @@ def recipe_comparison(
     table["rank_constant"] = group["perf_constant"].rank(method="min").astype(int)
     table["rank_recipe"] = group["perf_recipe"].rank(method="min").astype(int)
     return table[
-        [*keys, "budget", "perf_constant", "perf_recipe", "runs_constant", "runs_recipe",
-         "rank_constant", "rank_recipe"]
+        [*keys, "budget", "perf_constant", "perf_recipe", "se_constant", "se_recipe",
+         "runs_constant", "runs_recipe", "rank_constant", "rank_recipe"]
     ]  # fmt: skip
 
 
 def recipe_changes(comparison: pd.DataFrame) -> pd.DataFrame:
     """Per cell of :func:`recipe_comparison`: the models best-first under the constant learning
     rate and under the recipe, ``winner_same`` and ``order_same``; ``gap_constant`` and
-    ``gap_recipe``, how much worse the second model is than the winner (relative: 0.1 = 10%), which
-    says whether a different winner is a near tie; and ``median_change``, the median over models of
-    the recipe's relative change (e.g. -0.2 = 20% lower loss or error)."""
+    ``gap_recipe``, how much worse the second model is than the winner (relative: 0.1 = 10%);
+    ``separated_constant`` and ``separated_recipe``, whether that gap exceeds twice the standard
+    error of the difference of the two means (seed noise), which says whether a different winner
+    is a near tie; and ``median_change``, the median over models of the recipe's relative change
+    (e.g. -0.2 = 20% lower loss or error)."""
     rows = []
     cells = list(CELL_KEYS)
     for values, part in comparison.groupby(cells, sort=True, dropna=False):
@@ -374,10 +384,27 @@ def recipe_changes(comparison: pd.DataFrame) -> pd.DataFrame:
                 **_orders(part, "perf_constant", "perf_recipe", ("constant", "recipe")),
                 "gap_constant": _runner_up_gap(part["perf_constant"]),
                 "gap_recipe": _runner_up_gap(part["perf_recipe"]),
+                "separated_constant": _separated(part, "perf_constant", "se_constant"),
+                "separated_recipe": _separated(part, "perf_recipe", "se_recipe"),
                 "median_change": float(change.median()),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _standard_error(values: pd.Series) -> float:
+    """Standard error of the mean over runs (NaN for a single run)."""
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else np.nan
+
+
+def _separated(part: pd.DataFrame, perf: str, se: str) -> bool:
+    """Does the best model beat the runner-up by more than twice the standard error of the
+    difference of their means? False when it cannot be told (one model, or one run each)."""
+    top = part.nsmallest(2, perf)
+    if len(top) < 2:
+        return False
+    noise = 2.0 * float(np.sqrt((top[se] ** 2).sum()))
+    return bool(top[perf].iloc[1] - top[perf].iloc[0] > noise)
 
 
 def _runner_up_gap(perf: pd.Series) -> float:
@@ -385,3 +412,48 @@ def _runner_up_gap(perf: pd.Series) -> float:
     best, second = [*perf.nsmallest(2).tolist(), np.nan][:2]
     with np.errstate(divide="ignore", invalid="ignore"):
         return float(np.float64(second) / np.float64(best) - 1.0)
+
+
+def _cell_label(row: Mapping) -> str:
+    """``MLP regression, R = 8, E = 32 / D = 128`` (and the search version where there is one)."""
+    version = row.get("search_version")
+    shown = "" if version is None or version != version else f", search version {version:g}"
+    return (
+        f"{str(row['setting']).upper()} {row['task']}{shown}, R = {row['num_rules']}, "
+        f"E = {row['encoder_dim']} / D = {row['dim']}"
+    )
+
+
+def describe_recipe(changes: pd.DataFrame) -> str:
+    """One or two sentences on :func:`recipe_changes`, for the book's prose.
+
+    Counts the cells whose winner is the same under both recipes, and names each cell whose
+    winner differs: *within seed noise* when under neither recipe the winner beats the runner-up
+    by more than twice the standard error of their difference, otherwise a *clear* change.
+    """
+    if not isinstance(changes, pd.DataFrame) or changes.empty:
+        raise ValueError("changes must be a non-empty table of calibration.recipe_changes")
+    same = int(changes["winner_same"].sum())
+    parts = [f"The winner is the same in {same} of {len(changes)} cells."]
+    noise, clear = [], []
+    for row in changes[~changes["winner_same"]].to_dict("records"):
+        winners = (row["order_constant"].split(" > ")[0], row["order_recipe"].split(" > ")[0])
+        text = (
+            f"{_cell_label(row)}: {winners[0]} at the constant rate (runner-up "
+            f"{row['gap_constant']:.1%} behind), {winners[1]} with the recipe "
+            f"({row['gap_recipe']:.1%} behind)"
+        )
+        separated = row["separated_constant"] or row["separated_recipe"]
+        (clear if separated else noise).append(text)
+    if noise:
+        parts.append(
+            "Where it differs, the two leading models are within seed noise of each other under "
+            "both recipes (the gap is less than twice the standard error of the difference of "
+            "their means): " + "; ".join(noise) + "."
+        )
+    if clear:
+        parts.append(
+            f"In {len(clear)} cell{'s' if len(clear) > 1 else ''} the recipe changes a winner "
+            "that was ahead beyond seed noise: " + "; ".join(clear) + "."
+        )
+    return " ".join(parts)

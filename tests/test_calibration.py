@@ -138,6 +138,21 @@ def test_recipe_comparison_pairs_the_calibration_cells_at_the_reference_budget()
         calibration.recipe_comparison(curves, recipe_runs(curves, 200, {"modular": 0.9, "gt-modular": 0.9}), window=1)
     )  # fmt: skip
     assert same["winner_same"].all() and same["median_change"].to_numpy() == pytest.approx(-0.1)
+    assert calibration.describe_recipe(same) == "The winner is the same in 2 of 2 cells."
+    # the two seeds differ by 0.001, far less than the gap: a change beyond seed noise
+    assert changes["separated_constant"].all() and changes["separated_recipe"].all()
+    text = calibration.describe_recipe(changes)
+    assert text.startswith("The winner is the same in 0 of 2 cells. In 2 cells the recipe changes")
+    assert "MLP regression, R = 4, E = 8 / D = 32: gt-modular at the constant rate" in text
+    tie = calibration.recipe_changes(
+        calibration.recipe_comparison(curves, recipe_runs(curves, 200, {"modular": 0.2858, "gt-modular": 1.0}), window=1)
+    )  # fmt: skip
+    assert not tie["separated_recipe"].any()  # 0.0954 vs 0.0954: within the seeds' spread
+    assert "changes a winner that was ahead beyond seed noise" in calibration.describe_recipe(tie)
+    noisy = tie.assign(separated_constant=False)  # a near tie under both recipes
+    assert "within seed noise of each other" in calibration.describe_recipe(noisy)
+    with pytest.raises(ValueError, match=r"non-empty table of calibration\.recipe_changes"):
+        calibration.describe_recipe(tie.iloc[:0])
 
 
 def test_recipe_comparison_rejects_what_it_cannot_compare() -> None:

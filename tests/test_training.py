@@ -371,3 +371,17 @@ def test_train_cli_passes_and_records_the_lr_decay(tmp_path) -> None:
     assert config.lr_at(3) == pytest.approx(2e-4)
     rows = pd.read_parquet(out / "runs.parquet")
     assert set(rows["config_hash"]) == {experiment_hash(config, named_budget("smoke"))}
+
+
+def test_describe_lr_states_the_schedule_the_book_quotes() -> None:
+    from mod_arch_core.training import describe_lr
+
+    assert describe_lr(1e-3, None) == "constant at 0.001"
+    assert describe_lr(1e-3, {"start": 0.75, "factor": 0.1}) == (
+        "0.001 for the first 75% of the steps, then a half-cosine decay to 0.1 × 0.001 = 0.0001 "
+        "at the last step"
+    )
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+        describe_lr(0.0, None)
+    with pytest.raises(ValueError, match=r"lr_decay.start must lie in \[0, 1\)"):
+        describe_lr(1e-3, {"start": 1.5, "factor": 0.1})
