@@ -133,14 +133,14 @@ def scheduled_lr(lr: float, step: int, num_steps: int, lr_decay: dict[str, float
 def describe_lr(lr: float, lr_decay: dict[str, float] | None) -> str:
     """The learning-rate schedule of :func:`scheduled_lr` in words, for the book's prose.
 
-    ``describe_lr(1e-3, None)`` -> "constant at 0.001"; with ``{start: 0.75, factor: 0.1}``:
+    ``describe_lr(1e-3, None)`` -> "0.001, constant"; with ``{start: 0.75, factor: 0.1}``:
     "0.001 for the first 75% of the steps, then a half-cosine decay to 0.1 × 0.001 = 0.0001 at
     the last step".
     """
     lr = check_positive_float(lr, "lr")
     lr_decay = check_lr_decay(lr_decay, "lr_decay")
     if lr_decay is None:
-        return f"constant at {lr:g}"
+        return f"{lr:g}, constant"
     start, factor = lr_decay["start"], lr_decay["factor"]
     return (
         f"{lr:g} for the first {start:.0%} of the steps, then a half-cosine decay to "

@@ -376,7 +376,7 @@ def test_train_cli_passes_and_records_the_lr_decay(tmp_path) -> None:
 def test_describe_lr_states_the_schedule_the_book_quotes() -> None:
     from mod_arch_core.training import describe_lr
 
-    assert describe_lr(1e-3, None) == "constant at 0.001"
+    assert describe_lr(1e-3, None) == "0.001, constant"
     assert describe_lr(1e-3, {"start": 0.75, "factor": 0.1}) == (
         "0.001 for the first 75% of the steps, then a half-cosine decay to 0.1 × 0.001 = 0.0001 "
         "at the last step"
