@@ -1234,6 +1234,61 @@ def capacity_note(runs: pd.DataFrame, *, single: str) -> str:
     return f"Capacities per model and *R*: {named}{rest}."
 
 
+def search_version_note(runs: pd.DataFrame) -> str:
+    """Which MHA search versions the results hold, as the lead-in of a per-version figure.
+
+    The paper pools the two versions in every figure (errata, item 6). Results with both get the
+    pooled reading; results with one (a profile that trains a single version, as the CPU
+    ``reference`` does) say so, since a per-version figure then has one row and nothing was pooled.
+    """
+    if not isinstance(runs, pd.DataFrame) or "setting" not in runs or "search_version" not in runs:
+        raise ValueError("runs must be a runs table with setting and search_version columns")
+    versions = sorted(
+        int(v) for v in runs.loc[runs["setting"] == "mha", "search_version"].dropna().unique()
+    )
+    if not versions:
+        return "These results hold no MHA runs, so there is no search version to draw."
+    if len(versions) == 1:
+        return (
+            f"These results hold search version {versions[0]} only, so the other figures pooled "
+            "nothing and the figure below has one row ({doc}`10_calibration` draws both versions "
+            "side by side):"
+        )
+    shown = " and ".join(map(str, versions))
+    return (
+        f"These results hold search versions {shown}, pooled in the other figures as the paper "
+        "does; drawn apart, one row per version:"
+    )
+
+
+def runs_per_cell_note(table: pd.DataFrame) -> str:
+    """How a per-run mean and a per-cell mean (:data:`CELL_KEYS`) of ``table`` weigh the settings.
+
+    ``table`` has one row per run (:data:`~mod_arch_core.results.RUN_KEYS`), e.g. a curves or a
+    runs table. When every cell holds as many runs, the two means are the same number; when some
+    hold more (MHA with two search versions), a per-run mean weighs those settings more.
+    """
+    missing = [k for k in RUN_KEYS if k not in table]
+    if missing:
+        raise ValueError(f"the table lacks columns {missing}")
+    runs = table.drop_duplicates(list(RUN_KEYS))
+    per_cell = runs.groupby([*CELL_KEYS, "model"]).size()
+    per_setting = per_cell.groupby(level="setting").max()
+    if per_cell.nunique() == 1:
+        return (
+            f"every cell here holds {int(per_cell.iloc[0])} runs, so the two averages are the "
+            "same number"
+        )
+    most = int(per_setting.max())
+    heavy = [s.upper() for s, n in per_setting.items() if n == most]
+    fewest = int(per_cell.min())
+    return (
+        f"{' and '.join(heavy)} cells hold {most} runs and the others as few as {fewest}, so a "
+        f"per-run mean weighs {'those settings' if len(heavy) > 1 else 'that setting'} "
+        f"{most / fewest:g} times as much"
+    )
+
+
 def scale_table(runs: pd.DataFrame) -> pd.DataFrame:
     """:func:`scale_summary` next to the paper's scale, as a two-column table for the book."""
     ours = scale_summary(runs)

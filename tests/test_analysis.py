@@ -381,6 +381,32 @@ def test_scale_of_per_setting_grids() -> None:
     )
 
 
+def test_search_version_and_runs_per_cell_notes_follow_the_results() -> None:
+    """The chapters' sentences on MHA search versions and run weights come from the rows."""
+    runs = make_runs(lambda *a: 1.0, settings=("mlp", "mha"))
+    mha = runs["setting"] == "mha"
+    one = runs.assign(search_version=np.where(mha, 2.0, np.nan))
+    both = pd.concat([one, one[mha].assign(search_version=1.0)], ignore_index=True)
+    assert analysis.search_version_note(both).startswith(
+        "These results hold search versions 1 and 2, pooled in the other figures"
+    )
+    assert analysis.search_version_note(one).startswith(
+        "These results hold search version 2 only, so the other figures pooled nothing"
+    )
+    assert "no MHA runs" in analysis.search_version_note(one[~mha])
+    assert analysis.runs_per_cell_note(one) == (
+        "every cell here holds 6 runs, so the two averages are the same number"
+    )
+    assert analysis.runs_per_cell_note(both) == (
+        "MHA cells hold 12 runs and the others as few as 6, so a per-run mean weighs that "
+        "setting 2 times as much"
+    )
+    with pytest.raises(ValueError, match="lacks columns \\['seed'\\]"):
+        analysis.runs_per_cell_note(one.drop(columns="seed"))
+    with pytest.raises(ValueError, match="setting and search_version columns"):
+        analysis.search_version_note(one.drop(columns="search_version"))
+
+
 def test_activation_matrix_examples() -> None:
     runs = make_runs(lambda *a: 1.0, rules=(4,))
     examples = analysis.example_activation_matrices(
