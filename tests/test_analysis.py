@@ -407,6 +407,23 @@ def test_search_version_and_runs_per_cell_notes_follow_the_results() -> None:
         analysis.search_version_note(one.drop(columns="search_version"))
 
 
+def test_learned_summary_counts_cells_per_setting() -> None:
+    cells = pd.DataFrame(
+        {
+            "setting": ["mlp", "mlp", "mha", "rnn"],
+            "learned": [True, True, False, True],
+            "separated": [True, False, True, True],
+        }
+    )
+    assert analysis.learned_summary(cells) == (
+        "GT-Modular has learned in 2 of 2 MLP cells (separating from Monolithic beyond seed "
+        "noise in 1), 0 of 1 MHA cells (0) and 1 of 1 RNN cells (1)"
+    )
+    assert analysis.learned_summary(cells[cells.setting == "rnn"]).endswith("noise in 1)")
+    with pytest.raises(ValueError, match=r"non-empty table of analysis\.learned"):
+        analysis.learned_summary(cells.iloc[:0])
+
+
 def test_activation_matrix_examples() -> None:
     runs = make_runs(lambda *a: 1.0, rules=(4,))
     examples = analysis.example_activation_matrices(
