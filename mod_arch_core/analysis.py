@@ -1254,8 +1254,8 @@ def search_version_note(runs: pd.DataFrame) -> str:
     if len(versions) == 1:
         return (
             f"These results hold search version {versions[0]} only, so the other figures pooled "
-            "nothing and the figure below has one row ({doc}`10_calibration` draws both versions "
-            "side by side):"
+            "nothing and the figure below has one row (the calibration chapter draws both "
+            "versions side by side):"
         )
     shown = " and ".join(map(str, versions))
     return (
