@@ -398,12 +398,15 @@ def _standard_error(values: pd.Series) -> float:
 
 
 def _separated(part: pd.DataFrame, perf: str, se: str) -> bool:
-    """Does the best model beat the runner-up by more than twice the standard error of the
-    difference of their means? False when it cannot be told (one model, or one run each)."""
+    """Does the best model beat the runner-up by more than
+    :data:`~mod_arch_core.analysis.SEPARATION_Z` (2) standard errors of the difference of their
+    means, the book's "beyond seed noise"? False when it cannot be told (one model, one run)."""
+    from mod_arch_core.analysis import SEPARATION_Z
+
     top = part.nsmallest(2, perf)
     if len(top) < 2:
         return False
-    noise = 2.0 * float(np.sqrt((top[se] ** 2).sum()))
+    noise = SEPARATION_Z * float(np.sqrt((top[se] ** 2).sum()))
     return bool(top[perf].iloc[1] - top[perf].iloc[0] > noise)
 
 
