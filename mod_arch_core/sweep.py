@@ -47,6 +47,7 @@ import threading
 import time
 import traceback
 from collections.abc import Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,15 @@ def skipped_row(job: Job) -> dict[str, Any]:
     }
 
 
+#: Appended to the error of jobs lost with a process worker: the usual causes, and the one a
+#: script's author can fix (the ``spawn`` start method re-imports the main module in each worker).
+BROKEN_POOL_HINT = (
+    " (a process worker died: killed, out of memory, or, when this runs from a script, the script "
+    'lacks an `if __name__ == "__main__":` guard around the code that starts the sweep, so each '
+    "worker re-ran it; add the guard, or use executor='serial')"
+)
+
+
 def task_rows(future: Any, jobs: Sequence[Job]) -> list[dict[str, Any]]:
     """Rows of a finished task; if it ended without a result (cancelled, killed), one per job.
 
@@ -208,6 +218,8 @@ def task_rows(future: Any, jobs: Sequence[Job]) -> list[dict[str, Any]]:
         return future.result()
     except Exception as error:
         reason = f"{type(error).__name__}: {error}"[:2000]
+        if isinstance(error, BrokenProcessPool):
+            reason += BROKEN_POOL_HINT
         return [
             {**skipped_row(job), "status": "done"}
             if is_done(job)

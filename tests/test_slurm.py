@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pandas as pd
@@ -392,4 +393,9 @@ def test_a_task_run_twice_skips_what_it_finished(tmp_path: Path) -> None:
     lost.set_exception(RuntimeError("Job 7_0 has not produced any output (state: CANCELLED)"))
     rows = task_rows(lost, [first, second])
     assert [row["status"] for row in rows] == ["done", "failed"]
-    assert "CANCELLED" in rows[1]["error"]
+    assert "CANCELLED" in rows[1]["error"] and "worker died" not in rows[1]["error"]
+    broken: concurrent.futures.Future = concurrent.futures.Future()
+    broken.set_exception(BrokenProcessPool("terminated abruptly"))
+    (row,) = task_rows(broken, [second])
+    assert row["error"].startswith("BrokenProcessPool: terminated abruptly (a process worker died")
+    assert 'if __name__ == "__main__":' in row["error"]
