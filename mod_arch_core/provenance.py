@@ -114,12 +114,18 @@ def seed_everything(seed: int) -> None:
 
 
 def setup_notebook(seed: int = 0) -> dict[str, str]:
-    """One call for a notebook's Setup cell: seed everything, quiet plotting, print provenance."""
+    """One call for a notebook's Setup cell: seed everything, quiet plotting, print provenance.
+
+    Tables show their text cells whole: pandas cuts strings at 50 characters by default, which
+    hid the end of a per-setting list such as "MLP 2, 4, 8, 16, 32; MHA 2, 4, 8, 16; RNN 2, 4...".
+    """
     import matplotlib
+    import pandas as pd
 
     from mod_arch_core.glued import record_glued
 
     matplotlib.use("Agg")
+    pd.set_option("display.max_colwidth", None)
     seed_everything(seed)
     record_glued()  # so the chapter's last cell can print its numbers outside the book
     versions = package_versions()

@@ -379,6 +379,15 @@ def test_scale_of_per_setting_grids() -> None:
     assert (
         analysis.capacity_note(make_runs(lambda *a: 1.0), single="one capacity") == "one capacity"
     )
+    from mod_arch_core.provenance import setup_notebook
+
+    with pd.option_context("display.max_colwidth", 50):
+        long = table.loc[["numbers of rules R"]].assign(
+            x="MLP 2, 4, 8, 16, 32; MHA 2, 4, 8, 16; RNN 2, 4, 8, 16"
+        )
+        assert "MHA 2, 4, 8, 16; RNN 2, 4...</td>" in long._repr_html_()  # what chapters showed
+        setup_notebook(seed=0)  # a chapter's Setup cell: tables show text cells whole
+        assert "MHA 2, 4, 8, 16; RNN 2, 4, 8, 16</td>" in long._repr_html_()
 
 
 def test_search_version_and_runs_per_cell_notes_follow_the_results() -> None:

@@ -121,28 +121,3 @@ def test_learned_judges_every_cell_of_the_shipped_results(folder: str) -> None:
         regression["threshold"], analysis.LEARNED_LOSS_FRACTION * regression["untrained"]
     )
     assert (cells["learned"] == (cells["final"] <= cells["threshold"])).all()
-
-
-PENDING = ROOT / "results" / "pending"
-
-
-@pytest.mark.skipif(not (PENDING / "reference" / "configs").is_dir(), reason="no sweep in progress")
-def test_a_sweep_in_progress_holds_only_verified_configurations_of_its_profile() -> None:
-    """``results/pending``: each committed folder loads (checksums), is a configuration of the
-    staged profile with all its runs, and every row records the one clean commit to resume from."""
-    profile = load_profile(PENDING / "reference.yaml")
-    budget = profile.eval_budget()
-    expected = {
-        experiment_hash(c, budget): c.num_runs for c in profile.configurations(device="cpu")
-    }
-    commits: set[str] = set()
-    folders = sorted((PENDING / "reference" / "configs").iterdir())
-    assert folders, "an empty sweep folder"
-    for folder in folders:
-        runs = results.load(folder).runs
-        (chash,) = set(runs["config_hash"])
-        assert chash in expected and folder.name.endswith(chash), folder.name
-        assert len(runs) == 2 * expected[chash], f"{folder.name}: every run at both checkpoints"
-        assert set(runs["profile"]) == {profile.name}
-        commits |= set(runs["git_commit"])
-    assert len(commits) == 1 and not next(iter(commits)).endswith("+dirty"), commits
