@@ -22,6 +22,7 @@ def shipped() -> pd.DataFrame:
         & (runs["task"] == "regression")
         & (runs["model"] == "modular")
         & (runs["num_rules"] == 4)
+        & (runs["encoder_dim"] == 32)
     ]
     assert len(rows) == 12
     return rows.reset_index(drop=True)

@@ -148,9 +148,10 @@ def test_per_setting_grid_enumerates_each_settings_own_configurations(tmp_path: 
 def test_list_form_profiles_load_to_the_same_configurations_and_hashes() -> None:
     """The list form is kept as it was: the same order, the same TrainConfigs, the same hashes.
 
-    The three hashes are those of configurations in the shipped ``results/reference`` (computed
-    before per-setting grids and lr decay existed); a constant-lr configuration's hash must not
-    change, or every shipped results folder would stop matching its profile.
+    The three hashes are those of configurations of the constant-lr ``reference`` results shipped
+    before per-setting grids and lr decay existed; a constant-lr configuration's hash must not
+    change, or every constant-lr results folder (``calibration``, ``routing-quick``, and any a
+    reader made earlier) would stop matching its profile.
     """
     from mod_arch_core.evaluation import EvalBudget
     from mod_arch_core.experiment import experiment_hash
@@ -181,10 +182,10 @@ def test_list_form_profiles_load_to_the_same_configurations_and_hashes() -> None
     for chash, config in pinned.items():
         assert "lr_decay" not in config.to_dict()
         assert experiment_hash(config, budget) == chash, config.key()
-    reference = load_profile("reference")
-    assert isinstance(reference.num_rules, tuple) and reference.num_rules == (2, 4, 8, 16)
+    listed = load_profile("quick")  # a list-form profile
+    assert isinstance(listed.num_rules, tuple) and listed.num_rules == (2, 4, 8, 16)
     spread = load_profile(
-        "reference",
+        "quick",
         {
             "num_rules": {s: [2, 4, 8, 16] for s in ("mlp", "mha", "rnn")},
             "capacities": {s: [[32, 128]] for s in ("mlp", "mha", "rnn")},
@@ -192,8 +193,8 @@ def test_list_form_profiles_load_to_the_same_configurations_and_hashes() -> None
             "batch_size": {s: 64 for s in ("mlp", "mha", "rnn")},
         },
     )
-    assert spread.configurations(device="cpu") == reference.configurations(device="cpu")
-    assert reference.to_dict()["num_rules"] == [2, 4, 8, 16]
+    assert spread.configurations(device="cpu") == listed.configurations(device="cpu")
+    assert listed.to_dict()["num_rules"] == [2, 4, 8, 16]
     assert spread.to_dict()["num_rules"]["mha"] == [2, 4, 8, 16]
 
 
