@@ -12,6 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+import bench_phases
 import bench_training
 import reference_style as rs
 
@@ -109,3 +110,13 @@ def test_benchmark_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for name in ("reference", "engine N=1", "engine N=2", "roofline", "GFLOP/s"):
         assert name in out
+
+
+@pytest.mark.parametrize("setting", ["mlp", "mha", "rnn"])
+def test_bench_phases_finds_a_configuration_of_every_setting_of_the_reference_profile(setting):
+    """The per-phase benchmark measures what the shipped profile trains (MHA: search version 2)."""
+    profile, config = bench_phases.pick_config("reference", setting, "modular", 4)
+    assert profile.name == "reference" and (config.setting, config.num_rules) == (setting, 4)
+    assert config in profile.configurations(device="cpu") and config.task == "regression"
+    if setting == "mha":
+        assert config.search_version in profile.grid_for("mha").search_versions
