@@ -379,12 +379,14 @@ def test_scale_of_per_setting_grids() -> None:
     assert (
         analysis.capacity_note(make_runs(lambda *a: 1.0), single="one capacity") == "one capacity"
     )
+
+
+def test_chapter_tables_show_a_per_setting_list_whole() -> None:
+    """pandas cuts text cells at 50 characters; a chapter's Setup cell lifts that."""
     from mod_arch_core.provenance import setup_notebook
 
     with pd.option_context("display.max_colwidth", 50):
-        long = table.loc[["numbers of rules R"]].assign(
-            x="MLP 2, 4, 8, 16, 32; MHA 2, 4, 8, 16; RNN 2, 4, 8, 16"
-        )
+        long = pd.DataFrame({"x": ["MLP 2, 4, 8, 16, 32; MHA 2, 4, 8, 16; RNN 2, 4, 8, 16"]})
         assert "MHA 2, 4, 8, 16; RNN 2, 4...</td>" in long._repr_html_()  # what chapters showed
         setup_notebook(seed=0)  # a chapter's Setup cell: tables show text cells whole
         assert "MHA 2, 4, 8, 16; RNN 2, 4, 8, 16</td>" in long._repr_html_()
