@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml requirements-lock.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c requirements-lock.txt -e '.[dev]'
+	$(BIN)/python -m mod_arch_core.models.kernels
 	@touch $(STAMP)
 
 .PHONY: venv

@@ -53,7 +53,7 @@ def run_experiment(
     evaluated = evaluate_result(trained, budget)
     seconds = time.perf_counter() - start
     chash = experiment_hash(config, budget)
-    info = provenance(trained.device)
+    info = provenance(trained.device, config.setting)
     key = config.key()
     common: dict[str, Any] = {
         **key,
@@ -97,7 +97,7 @@ def save_experiment(
     config = output.result.config
     info = {
         "config": config.to_dict(),
-        "provenance": provenance(output.result.device),
+        "provenance": provenance(output.result.device, config.setting),
         "wall_seconds": output.seconds,
         **(meta or {}),
     }

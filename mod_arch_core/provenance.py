@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 import mod_arch_core
+from mod_arch_core.models.kernels import kernels
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,21 +66,25 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-def hardware(device: str | None = None) -> str:
+def hardware(device: str | None = None, setting: str | None = None) -> str:
     """A fingerprint of what computes, precise enough to decide when bitwise equality is owed.
 
     GPU: ``cuda:<name>``. CPU: ``cpu:<model> (<torch's CPU capability>, <threads> threads)``, e.g.
     ``cpu:AMD EPYC (AVX2, 2 threads)``. Float32 results are bitwise repeatable only on the same
     fingerprint (and torch version): another CPU make or vector width makes BLAS choose other
     kernels, and another thread count splits reductions differently (see the reproduce page).
-    Rows written before this fingerprint existed say ``cpu:x86_64x2`` (architecture and cores).
+    An RNN run on the CPU whose cell was the fused C++ kernel
+    (:mod:`mod_arch_core.models.kernels`) adds ``, fused LSTM``: its numbers differ in the last
+    bits from the pure-PyTorch cell's. Rows written before this fingerprint existed say
+    ``cpu:x86_64x2`` (architecture and cores).
     ``device``: the device that computed (default: CUDA when available, else the CPU).
     """
     on_gpu = torch.cuda.is_available() if device is None else str(device).startswith("cuda")
     if on_gpu:
         return f"cuda:{torch.cuda.get_device_name(0)}"
     capability = torch.backends.cpu.get_cpu_capability()
-    return f"cpu:{cpu_model()} ({capability}, {torch.get_num_threads()} threads)"
+    engine = ", fused LSTM" if setting == "rnn" and kernels() is not None else ""
+    return f"cpu:{cpu_model()} ({capability}, {torch.get_num_threads()} threads{engine})"
 
 
 def package_versions() -> dict[str, str]:
@@ -93,13 +98,14 @@ def package_versions() -> dict[str, str]:
     }
 
 
-def provenance(device: str | None = None) -> dict[str, Any]:
-    """Provenance fields stored with every result row: versions, commit, device and hardware."""
+def provenance(device: str | None = None, setting: str | None = None) -> dict[str, Any]:
+    """Provenance fields stored with every result row: versions, commit, device and hardware
+    (:func:`hardware` of the device, for runs of ``setting``)."""
     info: dict[str, Any] = dict(package_versions())
     info["device"] = (
         device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
     )
-    info["hardware"] = hardware(info["device"])
+    info["hardware"] = hardware(info["device"], setting)
     return info
 
 

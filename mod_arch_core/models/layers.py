@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from mod_arch_core.models.aggregation import mixed_group_linear
+from mod_arch_core.models.kernels import fused_lstm_cell
 
 __all__ = [
     "GroupLSTMCell",
@@ -526,20 +527,23 @@ class StackedLSTMCell(nn.Module):
         return lstm_update(projected + self.hidden_map(h), c)
 
     def step_from_input(
-        self, x: Tensor, h: Tensor | None, c: Tensor | None
+        self, x: Tensor, h: Tensor | None, c: Tensor | None, *, fused: bool = False
     ) -> tuple[Tensor, Tensor]:
         """One step from the raw input: x (N, B, input_size), h and c (N, B, H) or None (zeros).
 
         Same numbers as :meth:`step` on :meth:`project_inputs`, but the input projection of
         this step only: a whole sequence of gate pre-activations (N, B, L, 4H) would not fit
         in cache at N = 25 runs. ``h = c = None`` is the zero initial state, whose products
-        are skipped.
+        are skipped. With ``fused`` the state update is the C++ kernel
+        (:func:`~mod_arch_core.models.kernels.fused_lstm_cell`, one module).
         """
         first, second = self.input_map, self.hidden_map
         projected = affine(x, first.weight, first.bias + second.bias)  # both biases at once
-        if h is None:
-            return lstm_update(projected, projected.new_zeros(()))
-        return lstm_update(torch.baddbmm(projected, h, second.weight), c)
+        preact = projected if h is None else torch.baddbmm(projected, h, second.weight)
+        if fused:
+            h_new, c_new, _ = fused_lstm_cell(preact, None, c, 1)
+            return h_new.squeeze(-2), c_new.squeeze(-2)
+        return lstm_update(preact, projected.new_zeros(()) if c is None else c)
 
 
 class GroupLSTMCell(nn.Module):
@@ -606,16 +610,20 @@ class GroupLSTMCell(nn.Module):
         input_logits = None if self.scorer is None else self._score_half(projected, 0)
         return projected, input_logits
 
-    def score_maps(self) -> tuple[Tensor, Tensor]:
-        """The self-scorer as two block-diagonal maps, each (N, R * 4h, R).
+    def score_maps(self, *, fused: bool = False) -> tuple[Tensor, Tensor]:
+        """The self-scorer's two halves in the form :meth:`step_from_input` takes.
 
+        Without ``fused``, two block-diagonal maps, each (N, R * 4h, R):
         ``relu(i2h(x)) @ maps[0] + relu(h2h(h)) @ maps[1]`` gives every module's score logit
         (the same sums as ``scorer(relu([i2h_m(x), h2h_m(h)]))``) in two matrix products over
         the modules side by side, without gathering the modules' halves into one tensor.
+        With ``fused``, the halves themselves, each (N, R, 4h), for the C++ kernel.
         """
         assert self.scorer is not None
         n, r, width = self.scorer.num_runs, self.num_modules, 4 * self.hidden_size
         halves = self.scorer.weight.view(n, r, 2, width)  # (N, R, 2, 4h)
+        if fused:
+            return halves[:, :, 0].contiguous(), halves[:, :, 1].contiguous()
         return block_diagonal(halves[:, :, 0]), block_diagonal(halves[:, :, 1])
 
     def step_from_input(
@@ -624,6 +632,8 @@ class GroupLSTMCell(nn.Module):
         h: Tensor | None,
         c: Tensor | None,
         score_maps: tuple[Tensor, Tensor] | None = None,
+        *,
+        fused: bool = False,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """Every module's update of the shared state at one step, from the raw input.
 
@@ -636,7 +646,11 @@ class GroupLSTMCell(nn.Module):
         x : Tensor, shape (N, B, E)
         h, c : Tensor of shape (N, B, h), or None for the zero initial state (whose products
             are skipped).
-        score_maps : the result of :meth:`score_maps`, required with ``self_scored``.
+        score_maps : the result of :meth:`score_maps` (with the same ``fused``), required
+            with ``self_scored``.
+        fused : bool
+            Everything after the two matrix products in one C++ node
+            (:func:`~mod_arch_core.models.kernels.fused_lstm_cell`): the same function.
 
         Returns
         -------
@@ -645,6 +659,13 @@ class GroupLSTMCell(nn.Module):
         """
         n, b = x.shape[:2]
         projected = torch.bmm(x, self.i2h.weight)  # (N, B, 4Rh)
+        if fused:
+            if self.scorer is None:
+                preact = projected if h is None else torch.baddbmm(projected, h, self.h2h.weight)
+                return fused_lstm_cell(preact, None, c, self.num_modules)
+            assert score_maps is not None
+            recurrent = None if h is None else torch.bmm(h, self.h2h.weight)
+            return fused_lstm_cell(projected, recurrent, c, self.num_modules, score_maps)
         logits = None
         if self.scorer is not None:
             assert score_maps is not None

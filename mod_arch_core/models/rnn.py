@@ -21,6 +21,7 @@ from torch import Tensor
 
 from mod_arch_core.models.aggregation import weighted_sum
 from mod_arch_core.models.base import ModelConfig, StackedModel
+from mod_arch_core.models.kernels import use_fused
 from mod_arch_core.models.layers import GroupLSTMCell, StackedLSTMCell, StackedMLP
 from mod_arch_core.models.routing import build_routing
 
@@ -99,11 +100,11 @@ class RNNMonolithic(RNNModel):
         return config.dim
 
     def _recur(self, inputs: Tensor, onehot: Tensor) -> tuple[Tensor, Tensor | None]:
-        cell = self.cell
+        cell, fused = self.cell, use_fused(inputs)
         states = []
         h = c = None
         for t in range(inputs.shape[2]):
-            h, c = cell.step_from_input(inputs[:, :, t], h, c)  # (N, B, H) each
+            h, c = cell.step_from_input(inputs[:, :, t], h, c, fused=fused)  # (N, B, H) each
             states.append(h)
         return torch.stack(states, dim=2), None
 
@@ -129,14 +130,16 @@ class RNNModular(RNNModel):
         return hidden
 
     def _recur(self, inputs: Tensor, onehot: Tensor) -> tuple[Tensor, Tensor | None]:
-        cell = self.cell
+        cell, fused = self.cell, use_fused(inputs)
         # Scores from the rule alone do not depend on the state: all steps at once.
         context_probs = None if self.routing.self_scored else self.routing(onehot)
-        score_maps = cell.score_maps() if self.routing.self_scored else None
+        score_maps = cell.score_maps(fused=fused) if self.routing.self_scored else None
         h = c = None
         states, scores = [], []
         for t in range(inputs.shape[2]):
-            h_modules, c_modules, logits = cell.step_from_input(inputs[:, :, t], h, c, score_maps)
+            h_modules, c_modules, logits = cell.step_from_input(
+                inputs[:, :, t], h, c, score_maps, fused=fused
+            )
             if context_probs is None:
                 probs = self.routing(onehot[:, :, t], module_logits=logits)
             else:

@@ -1,0 +1,217 @@
+"""Fused CPU kernels for the recurrent cell, built from C++ source on first use.
+
+Eager PyTorch makes one pass over memory per elementwise op. In the RNN training step those
+passes (the sum of the input and recurrent pre-activations, four gate nonlinearities, the cell
+update, the Modular scores' ReLUs and products, and all their gradients) were three quarters
+of the time (benchmarks/README.md, "Where the RNN step goes"). :func:`fused_lstm_cell` does
+all of them in one pass forward and one backward (``lstm_cell.cpp``); the matrix products stay
+``torch.bmm``.
+
+The extension is compiled with ``torch.utils.cpp_extension.load`` (gcc, about 30 s, once per
+machine; cached under ``TORCH_EXTENSIONS_DIR``). Whether it is used is set by the environment
+variable ``MOD_ARCH_KERNELS``:
+
+* ``auto`` (default): build it if a compiler is there; otherwise warn once and use the
+  pure-PyTorch path of :mod:`~mod_arch_core.models.layers`, which computes the same function;
+* ``on``: build it or raise;
+* ``off``: never build it (pure PyTorch).
+
+The kernel is used only for float32 tensors on the CPU; CUDA and float64 (``gradcheck``) take
+the PyTorch path. Numbers agree with that path to float32 rounding (its ``exp``/``tanh`` are
+glibc's vector functions, not ATen's), and are bitwise reproducible on one machine: run k of a
+stack equals the same run alone.
+
+``python -m mod_arch_core.models.kernels`` builds it and says where (``make venv`` runs it).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import sys
+import warnings
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+__all__ = ["KERNEL_MODES", "fused_lstm_cell", "kernel_mode", "kernels", "use_fused"]
+
+KERNEL_MODES = ("auto", "on", "off")
+_SOURCE = Path(__file__).with_name("lstm_cell.cpp")
+
+
+def kernel_mode() -> str:
+    """The validated value of ``MOD_ARCH_KERNELS`` (default ``auto``)."""
+    mode = os.environ.get("MOD_ARCH_KERNELS", "auto").strip().lower() or "auto"
+    if mode not in KERNEL_MODES:
+        raise ValueError(
+            f"MOD_ARCH_KERNELS={os.environ['MOD_ARCH_KERNELS']!r} is not one of "
+            f"{', '.join(KERNEL_MODES)}"
+        )
+    return mode
+
+
+def _compile_flags() -> list[str]:
+    # No peeling for alignment: a row's elements then take the same vector or scalar path
+    # whatever its address, so a run computes the same bits alone and in a stack.
+    flags = [
+        "-O3",
+        "-fopenmp",
+        "-fno-math-errno",
+        "-fno-trapping-math",
+        "--param=vect-max-peeling-for-alignment=0",
+    ]
+    if platform.machine() in ("x86_64", "AMD64") and torch.backends.cpu.get_cpu_capability() in (
+        "AVX2",
+        "AVX512",
+    ):
+        # Every machine of this project has AVX2 and FMA; AVX-512 is not assumed, so one
+        # build serves both kinds of CPU.
+        flags += ["-mavx2", "-mfma", "-DMOD_ARCH_VECTOR_MATH"]
+    return flags
+
+
+def _find_ninja() -> None:
+    """Put the ``ninja`` of this environment on PATH (a venv's bin is there only when active)."""
+    if shutil.which("ninja") is not None:
+        return
+    candidates = [Path(sys.executable).parent]
+    try:
+        import ninja  # the PyPI wheel, a dependency of this package
+
+        candidates.insert(0, Path(ninja.BIN_DIR))
+    except ImportError:
+        pass
+    for folder in candidates:
+        if (folder / "ninja").exists():
+            os.environ["PATH"] = f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"
+            return
+
+
+@cache
+def _build() -> ModuleType:
+    from torch.utils.cpp_extension import load
+
+    _find_ninja()
+    return load(
+        name="mod_arch_lstm_cell",
+        sources=[str(_SOURCE)],
+        extra_cflags=_compile_flags(),
+        # ATen's parallel_for is OpenMP inlined into this library; libgomp.so.1 is torch's own.
+        extra_ldflags=["-fopenmp"],
+        verbose=False,
+    )
+
+
+@cache
+def kernels() -> ModuleType | None:
+    """The compiled extension, or None when ``MOD_ARCH_KERNELS`` is ``off`` or the build failed
+    in ``auto`` mode (with one warning saying why)."""
+    mode = kernel_mode()
+    if mode == "off":
+        return None
+    try:
+        return _build()
+    except Exception as error:  # a missing compiler, headers, or ninja
+        if mode == "on":
+            raise RuntimeError(
+                f"MOD_ARCH_KERNELS=on but the fused kernels could not be built: {error}"
+            ) from error
+        warnings.warn(
+            f"the fused LSTM kernel could not be built ({type(error).__name__}: {error}); "
+            "using the pure-PyTorch path (set MOD_ARCH_KERNELS=off to silence this)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+
+
+def use_fused(*tensors: Tensor | None) -> bool:
+    """Whether :func:`fused_lstm_cell` can take these tensors: float32 on the CPU, kernels built."""
+    present = [t for t in tensors if t is not None]
+    if not all(t.device.type == "cpu" and t.dtype == torch.float32 for t in present):
+        return False
+    return kernels() is not None
+
+
+class _FusedLSTMCell(torch.autograd.Function):
+    """One autograd node for the whole cell update; saves only its inputs."""
+
+    @staticmethod
+    def forward(ctx, proj, recur, c_prev, w0, w1, num_modules):  # type: ignore[override]
+        ext = kernels()
+        assert ext is not None
+        h, c, logits = ext.lstm_cell_forward(proj, recur, c_prev, w0, w1, num_modules)
+        ctx.num_modules = num_modules
+        ctx.save_for_backward(proj, recur, c_prev, w0, w1)
+        if w0 is None:
+            ctx.mark_non_differentiable(logits)
+        return h, c, logits
+
+    @staticmethod
+    def backward(ctx, grad_h, grad_c, grad_logits):  # type: ignore[override]
+        ext = kernels()
+        assert ext is not None
+        proj, recur, c_prev, w0, w1 = ctx.saved_tensors
+        grads = ext.lstm_cell_backward(
+            _contiguous(grad_h),
+            _contiguous(grad_c),
+            _contiguous(grad_logits) if w0 is not None else None,
+            proj,
+            recur,
+            c_prev,
+            w0,
+            w1,
+            ctx.num_modules,
+        )
+        needs = ctx.needs_input_grad[:5]  # the last input, num_modules, has none
+        return (*(g if need else None for g, need in zip(grads, needs, strict=True)), None)
+
+
+def _contiguous(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.contiguous()
+
+
+def fused_lstm_cell(
+    proj: Tensor,
+    recur: Tensor | None,
+    c_prev: Tensor | None,
+    num_modules: int,
+    score_weights: tuple[Tensor, Tensor] | None = None,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """R LSTM modules updating one shared state, and their self-scores, as one node (spec §3.4).
+
+    Parameters
+    ----------
+    proj : Tensor, shape (N, B, R * 4h)
+        The input half of the gate pre-activations (with any biases), modules side by side in
+        ``nn.LSTMCell``'s gate order (i, f, g, o).
+    recur : Tensor of shape (N, B, R * 4h), or None
+        The recurrent half; None for the zero initial state.
+    c_prev : Tensor of shape (N, B, h), or None for zeros
+        The shared previous cell state.
+    num_modules : int
+        R.
+    score_weights : (w0, w1), each (N, R, 4h), optional
+        The self-scorer's input and recurrent halves (the paper's Modular): module m's logit is
+        ``relu(proj_m) @ w0_m + relu(recur_m) @ w1_m``.
+
+    Returns
+    -------
+    h_modules, c_modules : Tensor, shape (N, B, R, h)
+    logits : Tensor of shape (N, B, R), or None without ``score_weights``
+    """
+    w0, w1 = score_weights if score_weights is not None else (None, None)
+    h, c, logits = _FusedLSTMCell.apply(
+        proj.contiguous(),
+        _contiguous(recur),
+        _contiguous(c_prev),
+        _contiguous(w0),
+        _contiguous(w1),
+        num_modules,
+    )
+    return h, c, (logits if score_weights is not None else None)
