@@ -49,6 +49,7 @@ from mod_arch_core.models import (
     mha_intermediate_dim,
     rnn_modular_hidden,
 )
+from mod_arch_core.models.kernels import kernel_mode, pure_pytorch, use_fused
 from mod_arch_core.training import (
     STREAM_TRAIN,
     TrainConfig,
@@ -236,6 +237,16 @@ def engine_variant(
     return Variant(f"engine N={config.num_runs}", config.num_runs, step)
 
 
+def pure_pytorch_variant(variant: Variant) -> Variant:
+    """``variant`` with the RNN cell on the pure-PyTorch path (``kernels.pure_pytorch``)."""
+
+    def step() -> object:
+        with pure_pytorch():
+            return variant.step()
+
+    return Variant(variant.name.replace("engine", "eager"), variant.runs, step)
+
+
 def reference_variant(setting: str, encoder_dim: int, dim: int, batch: int = BATCH) -> Variant:
     """One model, one process-style loop (:mod:`reference_style`) at batch ``batch``."""
     run = reference_style.make_reference_run(
@@ -399,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__}, {args.threads} threads")  # fmt: skip
     print(f"# load average before: {_load()}")
+    built = "built" if use_fused() else f"not used (MOD_ARCH_KERNELS={kernel_mode()})"
+    print(f"# fused RNN kernels: {built}; 'eager' rows: the same engine in pure PyTorch")
     peak = matmul_peak(clock=args.clock)
     print(f"# float32 matmul peak (2048^3, {args.clock} clock): {peak / 1e9:.0f} GFLOP/s")
     print(
@@ -420,6 +433,10 @@ def main(argv: list[str] | None = None) -> int:
         r = SETTINGS[setting]
         variants = [reference_variant(setting, e, d, batch)]
         variants += [engine_variant(setting, n, e, d, batch) for n in args.n_runs]
+        if setting == "rnn" and use_fused():
+            # The same engine with the recurrent cell in pure PyTorch: the fused kernel's share.
+            variants += [pure_pytorch_variant(engine_variant(setting, n, e, d, batch))
+                         for n in args.n_runs]  # fmt: skip
         time_variants(variants, args.steps, args.warmup, args.rounds)
         if args.profile:
             profiles.append(f"{setting}, batch {batch}:")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 import mod_arch_core
-from mod_arch_core.models.kernels import kernels
+from mod_arch_core.models.kernels import use_fused
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,7 +83,7 @@ def hardware(device: str | None = None, setting: str | None = None) -> str:
     if on_gpu:
         return f"cuda:{torch.cuda.get_device_name(0)}"
     capability = torch.backends.cpu.get_cpu_capability()
-    engine = ", fused LSTM" if setting == "rnn" and kernels() is not None else ""
+    engine = ", fused LSTM" if setting == "rnn" and use_fused() else ""
     return f"cpu:{cpu_model()} ({capability}, {torch.get_num_threads()} threads{engine})"
 
 

@@ -15,9 +15,17 @@ import pytest
 import torch
 
 from mod_arch_core import provenance
-from mod_arch_core.models import build_model, rnn
+from mod_arch_core.models import build_model
 from mod_arch_core.models import kernels as kernel_module
-from mod_arch_core.models.kernels import fused_lstm_cell, kernel_mode, kernels, use_fused
+from mod_arch_core.models.aggregation import weighted_sum
+from mod_arch_core.models.kernels import (
+    fused_lstm_cell,
+    fused_mix,
+    kernel_mode,
+    kernels,
+    pure_pytorch,
+    use_fused,
+)
 
 BUILDS_HERE = platform.system() == "Linux" and shutil.which("g++") is not None
 needs_kernel = pytest.mark.skipif(kernels() is None, reason="the fused kernel is not built here")
@@ -78,6 +86,27 @@ def test_fused_cell_is_the_formula_and_its_gradient(hidden, scored, first_step):
 
 
 @needs_kernel
+@pytest.mark.parametrize("hidden", [3, 62])
+@pytest.mark.parametrize("with_grad_c", [True, False])
+def test_fused_mix_is_the_weighted_sum_and_its_gradient(hidden, with_grad_c):
+    """with_grad_c=False: the last step's c feeds nothing, its gradient is None."""
+    h_m, c_m = randn(2, 3, 4, hidden), randn(2, 3, 4, hidden, seed=1)
+    probs = randn(2, 3, 4, seed=2).detach().softmax(-1).requires_grad_()
+    got = fused_mix(h_m, c_m, probs)
+    want = (weighted_sum(h_m, probs), weighted_sum(c_m, probs))
+    for a, e in zip(got, want, strict=True):
+        torch.testing.assert_close(a, e, atol=1e-6, rtol=1e-5)
+    count = 2 if with_grad_c else 1
+    upstream = [randn(2, 3, hidden, seed=5 + k).detach() for k in range(count)]
+    grads = torch.autograd.grad(got[:count], [h_m, c_m, probs], upstream, allow_unused=True)
+    plain = torch.autograd.grad(want[:count], [h_m, c_m, probs], upstream, allow_unused=True)
+    for leaf, a, e in zip((h_m, c_m, probs), grads, plain, strict=True):
+        torch.testing.assert_close(
+            a, torch.zeros_like(leaf) if e is None else e, atol=1e-6, rtol=1e-5
+        )
+
+
+@needs_kernel
 @pytest.mark.parametrize("threads", [1, 2])
 def test_run_k_of_a_stack_is_the_run_alone_bit_for_bit(threads):
     """Every element takes one code path whatever its address, so stacking changes no bit."""
@@ -109,7 +138,7 @@ def test_run_k_of_a_stack_is_the_run_alone_bit_for_bit(threads):
 
 @needs_kernel
 @pytest.mark.parametrize("model", ["monolithic", "modular", "modular-op", "gt-modular"])
-def test_rnn_models_agree_with_the_pure_pytorch_path(model, monkeypatch):
+def test_rnn_models_agree_with_the_pure_pytorch_path(model):
     """A whole forward and backward of each paper model, fused vs eager, to float32 rounding."""
     kwargs = dict(num_runs=2, seeds=[0, 1], state_dim=4)
     x = torch.randn(2, 4, 6, 7, generator=torch.Generator().manual_seed(0))
@@ -123,8 +152,9 @@ def test_rnn_models_agree_with_the_pure_pytorch_path(model, monkeypatch):
         return out, scores, grads
 
     fused = forward_backward()
-    monkeypatch.setattr(rnn, "use_fused", lambda *tensors: False)
-    eager = forward_backward()
+    with pure_pytorch():
+        eager = forward_backward()
+        assert "fused" not in provenance.hardware("cpu", "rnn")
     torch.testing.assert_close(fused[0], eager[0], atol=1e-6, rtol=1e-5)
     if eager[1] is not None:
         torch.testing.assert_close(fused[1], eager[1], atol=1e-6, rtol=1e-5)

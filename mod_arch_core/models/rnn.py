@@ -21,7 +21,7 @@ from torch import Tensor
 
 from mod_arch_core.models.aggregation import weighted_sum
 from mod_arch_core.models.base import ModelConfig, StackedModel
-from mod_arch_core.models.kernels import use_fused
+from mod_arch_core.models.kernels import fused_mix, use_fused
 from mod_arch_core.models.layers import GroupLSTMCell, StackedLSTMCell, StackedMLP
 from mod_arch_core.models.routing import build_routing
 
@@ -144,7 +144,10 @@ class RNNModular(RNNModel):
                 probs = self.routing(onehot[:, :, t], module_logits=logits)
             else:
                 probs = context_probs[:, :, t]
-            h, c = weighted_sum(h_modules, probs), weighted_sum(c_modules, probs)
+            if fused:
+                h, c = fused_mix(h_modules, c_modules, probs)
+            else:
+                h, c = weighted_sum(h_modules, probs), weighted_sum(c_modules, probs)
             states.append(h)
             scores.append(probs)
         return torch.stack(states, dim=2), torch.stack(scores, dim=2)

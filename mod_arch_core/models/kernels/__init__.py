@@ -4,7 +4,8 @@ Eager PyTorch makes one pass over memory per elementwise op. In the RNN training
 passes (the sum of the input and recurrent pre-activations, four gate nonlinearities, the cell
 update, the Modular scores' ReLUs and products, and all their gradients) were three quarters
 of the time (benchmarks/README.md, "Where the RNN step goes"). :func:`fused_lstm_cell` does
-all of them in one pass forward and one backward (``lstm_cell.cpp``); the matrix products stay
+all of them in one pass forward and one backward (``lstm_cell.cpp``), and :func:`fused_mix`
+mixes the modules' new states with the routing's probabilities; the matrix products stay
 ``torch.bmm``.
 
 The extension is compiled with ``torch.utils.cpp_extension.load`` (gcc, about 30 s, once per
@@ -17,8 +18,8 @@ variable ``MOD_ARCH_KERNELS``:
 * ``off``: never build it (pure PyTorch).
 
 The kernel is used only for float32 tensors on the CPU; CUDA and float64 (``gradcheck``) take
-the PyTorch path. Numbers agree with that path to float32 rounding (its ``exp``/``tanh`` are
-glibc's vector functions, not ATen's), and are bitwise reproducible on one machine: run k of a
+the PyTorch path. Numbers agree with that path to float32 rounding (the kernel's ``exp`` is
+glibc's vector ``expf`` and its ``tanh`` is ``1 - 2 / (1 + exp(2x))``, not ATen's), and are bitwise reproducible on one machine: run k of a
 stack equals the same run alone.
 
 ``python -m mod_arch_core.models.kernels`` builds it and says where (``make venv`` runs it).
@@ -26,11 +27,14 @@ stack equals the same run alone.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -38,10 +42,18 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-__all__ = ["KERNEL_MODES", "fused_lstm_cell", "kernel_mode", "kernels", "use_fused"]
+__all__ = [
+    "KERNEL_MODES",
+    "fused_lstm_cell",
+    "fused_mix",
+    "kernel_mode",
+    "kernels",
+    "pure_pytorch",
+    "use_fused",
+]
 
 KERNEL_MODES = ("auto", "on", "off")
-_SOURCE = Path(__file__).with_name("lstm_cell.cpp")
+_SOURCES = [Path(__file__).with_name(f) for f in ("bindings.cpp", "lstm_cell.cpp")]
 
 
 def kernel_mode() -> str:
@@ -98,8 +110,8 @@ def _build() -> ModuleType:
 
     _find_ninja()
     return load(
-        name="mod_arch_lstm_cell",
-        sources=[str(_SOURCE)],
+        name="mod_arch_kernels",
+        sources=[str(source) for source in _SOURCES],
         extra_cflags=_compile_flags(),
         # ATen's parallel_for is OpenMP inlined into this library; libgomp.so.1 is torch's own.
         extra_ldflags=["-fopenmp"],
@@ -130,8 +142,30 @@ def kernels() -> ModuleType | None:
         return None
 
 
+_disabled = threading.local()
+
+
+@contextlib.contextmanager
+def pure_pytorch() -> Iterator[None]:
+    """Within this block the models take the pure-PyTorch path (e.g. to time or compare the two).
+
+    >>> with pure_pytorch():
+    ...     use_fused(torch.zeros(1))
+    False
+    """
+    previous = getattr(_disabled, "on", False)
+    _disabled.on = True
+    try:
+        yield
+    finally:
+        _disabled.on = previous
+
+
 def use_fused(*tensors: Tensor | None) -> bool:
-    """Whether :func:`fused_lstm_cell` can take these tensors: float32 on the CPU, kernels built."""
+    """Whether :func:`fused_lstm_cell` can take these tensors: float32 on the CPU, kernels built,
+    not inside :func:`pure_pytorch`."""
+    if getattr(_disabled, "on", False):
+        return False
     present = [t for t in tensors if t is not None]
     if not all(t.device.type == "cpu" and t.dtype == torch.float32 for t in present):
         return False
@@ -215,3 +249,44 @@ def fused_lstm_cell(
         num_modules,
     )
     return h, c, (logits if score_weights is not None else None)
+
+
+class _FusedMix(torch.autograd.Function):
+    """``h = sum_m p_m h_m`` and ``c = sum_m p_m c_m`` as one node; saves its inputs."""
+
+    @staticmethod
+    def forward(ctx, h_modules, c_modules, probs):  # type: ignore[override]
+        ext = kernels()
+        assert ext is not None
+        ctx.save_for_backward(h_modules, c_modules, probs)
+        h, c = ext.mix_forward(h_modules, c_modules, probs)
+        return h, c
+
+    @staticmethod
+    def backward(ctx, grad_h, grad_c):  # type: ignore[override]
+        ext = kernels()
+        assert ext is not None
+        h_modules, c_modules, probs = ctx.saved_tensors
+        grad_hm, grad_cm, grad_p = ext.mix_backward(
+            _contiguous(grad_h), _contiguous(grad_c), h_modules, c_modules, probs
+        )
+        return grad_hm, grad_cm, grad_p
+
+
+def fused_mix(h_modules: Tensor, c_modules: Tensor, probs: Tensor) -> tuple[Tensor, Tensor]:
+    """The routed state of the RNN setting, ``sum_m p_m h_m`` and ``sum_m p_m c_m`` (spec §3.4).
+
+    Parameters
+    ----------
+    h_modules, c_modules : Tensor, shape (N, B, R, h)
+        Every module's new state (:func:`fused_lstm_cell`).
+    probs : Tensor, shape (N, B, R)
+        The routing's probabilities.
+
+    Returns
+    -------
+    h, c : Tensor, shape (N, B, h)
+        The same numbers as :func:`~mod_arch_core.models.aggregation.weighted_sum` of each, to
+        float32 rounding.
+    """
+    return _FusedMix.apply(h_modules.contiguous(), c_modules.contiguous(), probs.contiguous())

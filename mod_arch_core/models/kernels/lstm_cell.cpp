@@ -20,8 +20,7 @@
 // element depends only on h: a number never depends on its address or on how many runs are
 // stacked, and run k alone equals run k in a stack, bit for bit.
 
-#include <torch/extension.h>
-
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -269,7 +268,83 @@ std::vector<at::Tensor> lstm_cell_backward(const Maybe& grad_h_, const Maybe& gr
   return {gP, gQ, gcp, gw0, gw1};
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
-  module.def("lstm_cell_forward", &lstm_cell_forward, "Fused modular LSTM cell, forward");
-  module.def("lstm_cell_backward", &lstm_cell_backward, "Fused modular LSTM cell, backward");
+// The routed state (spec §3.4): h = sum_m p_m h_m and c = sum_m p_m c_m, summed in module
+// order; h_m, c_m (N, B, R, h), p (N, B, R) -> h, c (N, B, h).
+std::vector<at::Tensor> mix_forward(const at::Tensor& h_m, const at::Tensor& c_m,
+                                    const at::Tensor& probs) {
+  TORCH_CHECK(h_m.dim() == 4, "h_modules must be (N, B, R, h)");
+  const int64_t n = h_m.size(0), b = h_m.size(1), r = h_m.size(2), h = h_m.size(3);
+  check(h_m, "h_modules", {n, b, r, h});
+  check(c_m, "c_modules", {n, b, r, h});
+  check(probs, "probs", {n, b, r});
+  auto h_out = at::empty({n, b, h}, h_m.options());
+  auto c_out = at::empty({n, b, h}, h_m.options());
+  const float *hm = h_m.data_ptr<float>(), *cm = c_m.data_ptr<float>();
+  const float* p = probs.data_ptr<float>();
+  float *ho = h_out.data_ptr<float>(), *co = c_out.data_ptr<float>();
+  at::parallel_for(0, n * b, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t nb = begin; nb < end; ++nb) {
+      float* __restrict hr = ho + nb * h;
+      float* __restrict cr = co + nb * h;
+      for (int64_t m = 0; m < r; ++m) {
+        const float pm = p[nb * r + m];
+        const float* __restrict hs = hm + (nb * r + m) * h;
+        const float* __restrict cs = cm + (nb * r + m) * h;
+        if (m == 0) {
+#pragma omp simd
+          for (int64_t k = 0; k < h; ++k) {
+            hr[k] = pm * hs[k];
+            cr[k] = pm * cs[k];
+          }
+        } else {
+#pragma omp simd
+          for (int64_t k = 0; k < h; ++k) {
+            hr[k] += pm * hs[k];
+            cr[k] += pm * cs[k];
+          }
+        }
+      }
+    }
+  });
+  return {h_out, c_out};
+}
+
+// Gradients of mix_forward: g_hm = p gh, g_cm = p gc, g_p_m = gh . h_m + gc . c_m. grad_h and
+// grad_c may be undefined (zero).
+std::vector<at::Tensor> mix_backward(const Maybe& grad_h_, const Maybe& grad_c_,
+                                     const at::Tensor& h_m, const at::Tensor& c_m,
+                                     const at::Tensor& probs) {
+  const at::Tensor grad_h = value(grad_h_), grad_c = value(grad_c_);
+  const int64_t n = h_m.size(0), b = h_m.size(1), r = h_m.size(2), h = h_m.size(3);
+  check(grad_h, "grad_h", {n, b, h});
+  check(grad_c, "grad_c", {n, b, h});
+  auto g_hm = at::empty_like(h_m), g_cm = at::empty_like(c_m), g_p = at::empty_like(probs);
+  const float *hm = h_m.data_ptr<float>(), *cm = c_m.data_ptr<float>();
+  const float *p = probs.data_ptr<float>(), *gh = data_or_null(grad_h);
+  const float* gc = data_or_null(grad_c);
+  float *ghm = g_hm.data_ptr<float>(), *gcm = g_cm.data_ptr<float>(), *gp = g_p.data_ptr<float>();
+  const std::vector<float> zeros(h, 0.0f);
+  at::parallel_for(0, n * b, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t nb = begin; nb < end; ++nb) {
+      const float* __restrict ghr = gh == nullptr ? zeros.data() : gh + nb * h;
+      const float* __restrict gcr = gc == nullptr ? zeros.data() : gc + nb * h;
+      for (int64_t m = 0; m < r; ++m) {
+        const int64_t row = (nb * r + m) * h;
+        const float pm = p[nb * r + m];
+        const float* __restrict hs = hm + row;
+        const float* __restrict cs = cm + row;
+        float* __restrict ghs = ghm + row;
+        float* __restrict gcs = gcm + row;
+        float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (int64_t k = 0; k < h; ++k) {
+          ghs[k] = pm * ghr[k];
+          gcs[k] = pm * gcr[k];
+          dot += ghr[k] * hs[k] + gcr[k] * cs[k];
+        }
+        gp[nb * r + m] = dot;
+      }
+    }
+  });
+  return {g_hm, g_cm, g_p};
 }
