@@ -175,38 +175,39 @@ def test_a_bad_kernel_mode_is_named(value, monkeypatch):
         kernel_mode()
 
 
-def _fresh_switch(monkeypatch, mode, build):
-    """kernels() under MOD_ARCH_KERNELS=mode with _build replaced; caches restored after."""
-    monkeypatch.setenv("MOD_ARCH_KERNELS", mode)
-    monkeypatch.setattr(kernel_module, "_build", build)
+@pytest.fixture
+def switch(monkeypatch):
+    """``switch(mode, build)``: kernels() under MOD_ARCH_KERNELS=mode with _build replaced; the
+    cache is cleared again afterwards, so later tests load the real extension."""
+
+    def apply(mode, build):
+        monkeypatch.setenv("MOD_ARCH_KERNELS", mode)
+        monkeypatch.setattr(kernel_module, "_build", build)
+        kernels.cache_clear()
+
+    yield apply
     kernels.cache_clear()
 
 
-def test_off_never_builds_and_tags_no_row(monkeypatch):
+def test_off_never_builds_and_tags_no_row(switch):
     def build():
         raise AssertionError("built under MOD_ARCH_KERNELS=off")
 
-    try:
-        _fresh_switch(monkeypatch, "off", build)
-        assert kernels() is None and not use_fused(torch.zeros(2))
-        assert "fused" not in provenance.hardware("cpu", "rnn")
-    finally:
-        kernels.cache_clear()
+    switch("off", build)
+    assert kernels() is None and not use_fused(torch.zeros(2))
+    assert "fused" not in provenance.hardware("cpu", "rnn")
 
 
-def test_a_failed_build_warns_in_auto_and_raises_in_on(monkeypatch):
+def test_a_failed_build_warns_in_auto_and_raises_in_on(switch):
     def build():
         raise OSError("no compiler")
 
-    try:
-        _fresh_switch(monkeypatch, "auto", build)
-        with pytest.warns(RuntimeWarning, match="pure-PyTorch path"):
-            assert kernels() is None
-        _fresh_switch(monkeypatch, "on", build)
-        with pytest.raises(RuntimeError, match=r"MOD_ARCH_KERNELS=on.*no compiler"):
-            kernels()
-    finally:
-        kernels.cache_clear()
+    switch("auto", build)
+    with pytest.warns(RuntimeWarning, match="pure-PyTorch path"):
+        assert kernels() is None
+    switch("on", build)
+    with pytest.raises(RuntimeError, match=r"MOD_ARCH_KERNELS=on.*no compiler"):
+        kernels()
 
 
 @needs_kernel
@@ -222,3 +223,18 @@ def test_the_kernel_rejects_wrong_shapes_by_name():
         ext.lstm_cell_forward(torch.zeros(1, 2, 16), None, torch.zeros(1, 2, 3), None, None, 1)
     with pytest.raises(RuntimeError, match=r"multiple of 4"):
         ext.lstm_cell_forward(torch.zeros(1, 2, 10), None, None, None, None, 1)
+
+
+def test_each_checkout_builds_its_own_extension(tmp_path, monkeypatch):
+    """Two checkouts sharing one build folder would rebuild it in turn; names differ by path."""
+    flags = kernel_module._compile_flags()
+    here = kernel_module._build_name(flags)
+    assert here == kernel_module._build_name(flags)
+    copies = []
+    for source in kernel_module._SOURCES:
+        copy = tmp_path / source.name
+        copy.write_bytes(source.read_bytes())
+        copies.append(copy)
+    monkeypatch.setattr(kernel_module, "_SOURCES", copies)
+    assert kernel_module._build_name(flags) != here
+    assert kernel_module._build_name([*flags, "-g"]) != kernel_module._build_name(flags)

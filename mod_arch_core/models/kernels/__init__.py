@@ -9,7 +9,8 @@ mixes the modules' new states with the routing's probabilities; the matrix produ
 ``torch.bmm``.
 
 The extension is compiled with ``torch.utils.cpp_extension.load`` (gcc, about 30 s, once per
-machine; cached under ``TORCH_EXTENSIONS_DIR``). Whether it is used is set by the environment
+machine and checkout; cached under ``TORCH_EXTENSIONS_DIR``, by default
+``~/.cache/torch_extensions``). Whether it is used is set by the environment
 variable ``MOD_ARCH_KERNELS``:
 
 * ``auto`` (default): build it if a compiler is there; otherwise warn once and use the
@@ -28,6 +29,7 @@ stack equals the same run alone.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import platform
 import shutil
@@ -104,15 +106,29 @@ def _find_ninja() -> None:
             return
 
 
+def _build_name(flags: list[str]) -> str:
+    """The extension's name, one per checkout, source text, flags and torch version.
+
+    torch keeps one build folder per name; two checkouts sharing a name would rebuild it in turn
+    whenever each of them is used (the sources' paths are part of the build commands).
+    """
+    digest = hashlib.sha256(f"{torch.__version__} {' '.join(flags)}".encode())
+    for source in _SOURCES:
+        digest.update(str(source).encode())
+        digest.update(source.read_bytes())
+    return f"mod_arch_kernels_{digest.hexdigest()[:12]}"
+
+
 @cache
 def _build() -> ModuleType:
     from torch.utils.cpp_extension import load
 
     _find_ninja()
+    flags = _compile_flags()
     return load(
-        name="mod_arch_kernels",
+        name=_build_name(flags),
         sources=[str(source) for source in _SOURCES],
-        extra_cflags=_compile_flags(),
+        extra_cflags=flags,
         # ATen's parallel_for is OpenMP inlined into this library; libgomp.so.1 is torch's own.
         extra_ldflags=["-fopenmp"],
         verbose=False,
