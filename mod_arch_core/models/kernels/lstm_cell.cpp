@@ -3,8 +3,8 @@
 // One pass over the gate pre-activations replaces the dozen elementwise passes of eager
 // PyTorch (sum of the input and recurrent halves, four gate nonlinearities, the cell update,
 // the modules' ReLU score logits and, in backward, their gradients). Built on first use by
-// mod_arch_core/models/kernels/__init__.py; the pure-PyTorch path in layers.py computes the
-// same function and the tests compare the two.
+// mod_arch_core/models/kernels/__init__.py (bindings.cpp names the functions); the pure-PyTorch
+// path in layers.py and aggregation.py computes the same function and the tests compare the two.
 //
 // Layout (all float32, contiguous):
 //   P, Q   (N, B, R * 4h)  input and recurrent halves of the pre-activations; module m owns
@@ -14,6 +14,7 @@
 //   w0, w1 (N, R, 4h)      the self-scorer's halves (Modular): module m's score logit is
 //                          sum_j relu(P_mj) w0_mj + relu(Q_mj) w1_mj. Undefined: no scores.
 // Outputs: h_m and c_m (N, B, R, h), logits (N, B, R) or an empty tensor.
+// mix_forward / mix_backward (end of file) then give the routed state sum_m p_m (h_m, c_m).
 //
 // Each inner loop runs over one module row from its start, vectorised by the compiler with
 // no peeling for alignment (see _compile_flags in __init__.py), so which lanes compute which
