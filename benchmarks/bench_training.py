@@ -12,7 +12,10 @@ Every timed step includes drawing its batch. The variants are interleaved round 
 b, c, a, b, c, ...) so that load from other processes falls on all of them alike; the table
 gives the median step time, model-steps per second and the ratios to (a). For context it gives
 the arithmetic roofline: FLOPs per model-step (forward counted analytically, backward as twice
-the forward) over a float32 matmul peak measured in the same run. ``--memory`` adds the peak
+the forward) over a float32 matmul peak measured in the same run. ``--profile`` adds where the
+time goes (torch.profiler) and each engine variant's *matmul floor*: its own matrix products
+replayed alone at their recorded shapes, the most the engine could gain at these shapes by
+fusing everything else. ``--memory`` adds the peak
 resident memory of N = 25 at growing capacities, one fresh subprocess per capacity.
 
 Run ``python benchmarks/bench_training.py --help`` (or ``make bench``).
@@ -141,7 +144,65 @@ GEMM_OPS = {"aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm"}
 COPY_OPS = {"aten::copy_", "aten::cat", "aten::stack", "aten::clone", "aten::fill_", "aten::zero_"}
 
 
-def profile_variant(variant: Variant, steps: int = 2) -> str:
+def _gemm_inputs(name: str, shapes: list) -> list[torch.Tensor] | None:
+    """Fresh contiguous operands for one recorded matrix-product call (None: not replayable)."""
+    tensors = [s for s in shapes if isinstance(s, list | tuple) and len(s) > 0]
+    expected = {"aten::bmm": 2, "aten::mm": 2, "aten::baddbmm": 3, "aten::addmm": 3}[name]
+    if len(tensors) != expected or not all(isinstance(x, int) for s in tensors for x in s):
+        return None
+    return [torch.randn(*s) for s in tensors]
+
+
+def _gemm_flops(inputs: list[torch.Tensor]) -> int:
+    """2 x (batch) x M x K x N of a product whose last two operands are (.., M, K), (.., K, N)."""
+    a, b = inputs[-2].shape, inputs[-1].shape
+    return 2 * math.prod(a) * b[-1]
+
+
+@dataclass
+class MatmulFloor:
+    """A step's matrix products replayed alone (:func:`matmul_floor`)."""
+
+    seconds: float  # per step
+    dearest: list[tuple[float, str]]  # (seconds per step, "op shapes at GFLOP/s"), dearest first
+
+
+def matmul_floor(
+    calls: dict[tuple[str, tuple], int], steps: int, clock: str = "wall", repeats: int = 20
+) -> MatmulFloor:
+    """A step's matrix products alone, each replayed at its recorded shapes.
+
+    ``calls`` maps (op, input shapes) to how often the profiled ``steps`` called it. Every
+    distinct call is timed ``repeats`` times on fresh contiguous operands (warm in cache, as
+    a perfect fusion of everything else would leave them) and weighted by its count: the time
+    a step would take if everything but its matrix products cost nothing. A floor of the
+    engine at these shapes, not of the arithmetic (the ``roofline`` row).
+    """
+    ops = {"aten::bmm": torch.bmm, "aten::mm": torch.mm,
+           "aten::baddbmm": torch.baddbmm, "aten::addmm": torch.addmm}  # fmt: skip
+    now = time.process_time if clock == "cpu" else time.perf_counter
+    parts = []
+    for (name, shapes), count in calls.items():
+        inputs = _gemm_inputs(name, [list(s) if s else s for s in shapes])
+        if inputs is None:
+            continue
+        ops[name](*inputs)  # warm-up
+        start = now()
+        for _ in range(repeats):
+            ops[name](*inputs)
+        seconds = (now() - start) / repeats
+        shape = " x ".join(str(tuple(t.shape)) for t in inputs[-2:])
+        rate = _gemm_flops(inputs) / max(seconds, 1e-9) / 1e9
+        parts.append((seconds * count / steps, f"{name[6:]} {shape} at {rate:.0f} GFLOP/s"))
+    parts.sort(reverse=True)
+    return MatmulFloor(sum(t for t, _ in parts), parts[:3])
+
+
+def _freeze(shapes: list) -> tuple:
+    return tuple(tuple(s) if isinstance(s, list) else s for s in shapes)
+
+
+def profile_variant(variant: Variant, steps: int = 2, clock: str = "wall") -> str:
     """Where a variant's step time goes: shares of matrix products, copies and the rest.
 
     Also the bytes of the input operands (in-place outputs included) of the other kernels
@@ -158,7 +219,14 @@ def profile_variant(variant: Variant, steps: int = 2) -> str:
     gemm = sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS)
     copy = sum(e.self_cpu_time_total for e in events if e.key in COPY_OPS)
     read = 0  # bytes of the input operands of the non-matmul leaf kernels
+    calls: dict[tuple[str, tuple], int] = {}
+    leaves = 0  # aten kernels called (leaf ops: each one dispatch, one pass)
     for event in prof.events():
+        if event.name in GEMM_OPS:
+            key = (event.name, _freeze(event.input_shapes))
+            calls[key] = calls.get(key, 0) + 1
+        if event.name.startswith("aten::") and not event.cpu_children:
+            leaves += 1
         if event.name.startswith("aten::") and event.name not in GEMM_OPS:
             if not event.cpu_children:  # leaf kernels only, so nothing is counted twice
                 for shape in event.input_shapes:
@@ -166,12 +234,18 @@ def profile_variant(variant: Variant, steps: int = 2) -> str:
                         read += 4 * math.prod(shape)
     other_seconds = (total - gemm) / 1e6
     top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:8]
+    floor = matmul_floor(calls, steps, clock)
+    variant.floor = floor
     return (
         f"  {variant.name}: matrix products {100 * gemm / total:.0f}%, copies/fills "
         f"{100 * copy / total:.0f}%, elementwise and the rest {100 * (total - gemm - copy) / total:.0f}%"
-        f" of aten time; the non-matmul kernels' operands: {read / steps / 1e9:.2f} GB per step "
+        f" of aten time, {leaves / steps:.0f} aten kernels per step; the non-matmul kernels'"
+        f" operands: {read / steps / 1e9:.2f} GB per step "
         f"at {read / other_seconds / 1e9:.1f} GB/s; top: "
         + ", ".join(f"{e.key[6:]} {100 * e.self_cpu_time_total / total:.0f}%" for e in top)
+        + f"; its matrix products alone at their shapes ({clock} clock): "
+        f"{floor.seconds * 1e3:.2f} ms per step, dearest: "
+        + ", ".join(f"{label} {1e3 * t:.2f} ms" for t, label in floor.dearest)
     )
 
 
@@ -187,6 +261,8 @@ class Variant:
     step: Callable[[], object]
     wall: list[float] = dataclasses.field(default_factory=list)
     cpu: list[float] = dataclasses.field(default_factory=list)
+    #: Its matrix products alone (:func:`matmul_floor`), once profiled.
+    floor: MatmulFloor | None = None
 
     def median(self, clock: str = "wall") -> float:
         return statistics.median(self.wall if clock == "wall" else self.cpu)
@@ -440,7 +516,15 @@ def main(argv: list[str] | None = None) -> int:
         time_variants(variants, args.steps, args.warmup, args.rounds)
         if args.profile:
             profiles.append(f"{setting}, batch {batch}:")
-            profiles += [profile_variant(v) for v in variants]
+            profiles += [profile_variant(v, clock=args.clock) for v in variants]
+            base = variants[0].median(args.clock)
+            profiles += [
+                f"  {v.name}: matmul floor {v.floor.seconds / v.runs * 1e3:.3f} ms per model-step"
+                f" = {base / (v.floor.seconds / v.runs):.1f}x the reference-style loop: the most"
+                " this engine could reach if all but its matrix products cost nothing"
+                for v in variants[1:]
+                if v.floor
+            ]
         flops = step_flops(setting, r, e, d, batch)
         base = variants[0].median(args.clock)
         for variant in variants:

@@ -120,3 +120,30 @@ def test_bench_phases_finds_a_configuration_of_every_setting_of_the_reference_pr
     assert config in profile.configurations(device="cpu") and config.task == "regression"
     if setting == "mha":
         assert config.search_version in profile.grid_for("mha").search_versions
+
+
+def test_matmul_floor_replays_each_recorded_product_by_its_count() -> None:
+    """The floor sums each distinct product's replayed time weighted by its calls per step; a
+    baddbmm's scalar arguments (recorded as empty shapes) are not operands."""
+    bmm = ("aten::bmm", ((4, 8, 16), (4, 16, 8)))
+    baddbmm = ("aten::baddbmm", ((4, 1, 8), (4, 8, 16), (4, 16, 8), (), ()))
+    operands = bench_training._gemm_inputs(baddbmm[0], [list(s) for s in baddbmm[1]])
+    assert operands is not None and [tuple(t.shape) for t in operands] == [
+        (4, 1, 8), (4, 8, 16), (4, 16, 8)
+    ]  # fmt: skip
+    assert bench_training._gemm_flops(operands) == 2 * 4 * 8 * 16 * 8
+    once = bench_training.matmul_floor({bmm: 2, baddbmm: 2}, steps=2, repeats=3)
+    assert once.seconds > 0 and len(once.dearest) == 2
+    assert once.seconds == pytest.approx(sum(t for t, _ in once.dearest))
+    assert all("GFLOP/s" in label for _, label in once.dearest)
+    assert bench_training._gemm_inputs("aten::mm", [[3, 4]]) is None  # not a full call
+
+
+def test_benchmark_profile_reports_the_matmul_floor(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--settings", "mlp", "--steps", "1", "--rounds", "1", "--warmup", "0", "--profile"]
+    assert (
+        bench_training.main([*argv, "--encoder-dim", "8", "--n-runs", "2", "--batches", "16"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "aten kernels per step" in out and "dearest: bmm" in out
+    assert "engine N=2: matmul floor" in out and "the reference-style loop" in out
