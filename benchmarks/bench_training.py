@@ -545,6 +545,12 @@ def main(argv: list[str] | None = None) -> int:
         f"# per-model-step columns and ratios use the {args.clock} clock; 'vs ref' is the"
         " reference-style loop's time per model-step over the row's"
     )
+    if args.threads > 1:
+        print(
+            f"# the reference-style loop is one process on {args.threads} threads, which its small"
+            " ops barely use; the reference runs one process per run, so per core the like-for-like"
+            " ratios are those of --threads 1 (benchmarks/README.md, 'Per core')"
+        )
     if profiles:
         print("\n# where the time goes (torch.profiler, self CPU time of aten ops, 2 steps)")
         print("\n".join(profiles))

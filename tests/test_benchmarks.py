@@ -110,6 +110,8 @@ def test_benchmark_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for name in ("reference", "engine N=1", "engine N=2", "roofline", "GFLOP/s"):
         assert name in out
+    # On more than one thread the table says that its ratios are not per core.
+    assert ("per core the like-for-like" in out) == (bench_training.parse_args([]).threads > 1)
 
 
 @pytest.mark.parametrize("setting", ["mlp", "mha", "rnn"])
