@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -147,5 +148,6 @@ def test_benchmark_profile_reports_the_matmul_floor(capsys: pytest.CaptureFixtur
         bench_training.main([*argv, "--encoder-dim", "8", "--n-runs", "2", "--batches", "16"]) == 0
     )
     out = capsys.readouterr().out
-    assert "aten kernels per step" in out and "dearest: bmm" in out
+    assert "aten kernels per step" in out
+    assert re.search(r"dearest: (bmm|baddbmm|mm|addmm) \(\d+, \d+", out)  # the costliest varies
     assert "engine N=2: matmul floor" in out and "the reference-style loop" in out
