@@ -35,7 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,15 +140,22 @@ def copy_bandwidth(megabytes: int, repeats: int = 7) -> float:
     return 2 * src.numel() * 4 / statistics.median(times)
 
 
-GEMM_OPS = {"aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm"}
+#: The matrix-product kernels: aten name -> (the op, its number of tensor operands).
+GEMM_REPLAY: dict[str, tuple[Callable[..., torch.Tensor], int]] = {
+    "aten::bmm": (torch.bmm, 2),
+    "aten::mm": (torch.mm, 2),
+    "aten::baddbmm": (torch.baddbmm, 3),
+    "aten::addmm": (torch.addmm, 3),
+}
+GEMM_OPS = set(GEMM_REPLAY)
 COPY_OPS = {"aten::copy_", "aten::cat", "aten::stack", "aten::clone", "aten::fill_", "aten::zero_"}
 
 
-def _gemm_inputs(name: str, shapes: list) -> list[torch.Tensor] | None:
+def _gemm_inputs(name: str, shapes: Sequence) -> list[torch.Tensor] | None:
     """Fresh contiguous operands for one recorded matrix-product call (None: not replayable)."""
     tensors = [s for s in shapes if isinstance(s, list | tuple) and len(s) > 0]
-    expected = {"aten::bmm": 2, "aten::mm": 2, "aten::baddbmm": 3, "aten::addmm": 3}[name]
-    if len(tensors) != expected or not all(isinstance(x, int) for s in tensors for x in s):
+    whole = all(isinstance(x, int) for s in tensors for x in s)
+    if len(tensors) != GEMM_REPLAY[name][1] or not whole:
         return None
     return [torch.randn(*s) for s in tensors]
 
@@ -178,18 +185,17 @@ def matmul_floor(
     a step would take if everything but its matrix products cost nothing. A floor of the
     engine at these shapes, not of the arithmetic (the ``roofline`` row).
     """
-    ops = {"aten::bmm": torch.bmm, "aten::mm": torch.mm,
-           "aten::baddbmm": torch.baddbmm, "aten::addmm": torch.addmm}  # fmt: skip
     now = time.process_time if clock == "cpu" else time.perf_counter
     parts = []
     for (name, shapes), count in calls.items():
-        inputs = _gemm_inputs(name, [list(s) if s else s for s in shapes])
+        inputs = _gemm_inputs(name, shapes)
         if inputs is None:
             continue
-        ops[name](*inputs)  # warm-up
+        op = GEMM_REPLAY[name][0]
+        op(*inputs)  # warm-up
         start = now()
         for _ in range(repeats):
-            ops[name](*inputs)
+            op(*inputs)
         seconds = (now() - start) / repeats
         shape = " x ".join(str(tuple(t.shape)) for t in inputs[-2:])
         rate = _gemm_flops(inputs) / max(seconds, 1e-9) / 1e9
@@ -226,9 +232,8 @@ def profile_variant(variant: Variant, steps: int = 2, clock: str = "wall") -> st
             key = (event.name, _freeze(event.input_shapes))
             calls[key] = calls.get(key, 0) + 1
         if event.name.startswith("aten::") and not event.cpu_children:
-            leaves += 1
-        if event.name.startswith("aten::") and event.name not in GEMM_OPS:
-            if not event.cpu_children:  # leaf kernels only, so nothing is counted twice
+            leaves += 1  # leaf kernels only, so nothing is counted twice
+            if event.name not in GEMM_OPS:
                 for shape in event.input_shapes:
                     if isinstance(shape, list | tuple) and all(isinstance(x, int) for x in shape):
                         read += 4 * math.prod(shape)
@@ -514,10 +519,10 @@ def main(argv: list[str] | None = None) -> int:
             variants += [pure_pytorch_variant(engine_variant(setting, n, e, d, batch))
                          for n in args.n_runs]  # fmt: skip
         time_variants(variants, args.steps, args.warmup, args.rounds)
+        base = variants[0].median(args.clock)
         if args.profile:
             profiles.append(f"{setting}, batch {batch}:")
             profiles += [profile_variant(v, clock=args.clock) for v in variants]
-            base = variants[0].median(args.clock)
             profiles += [
                 f"  {v.name}: matmul floor {v.floor.seconds / v.runs * 1e3:.3f} ms per model-step"
                 f" = {base / (v.floor.seconds / v.runs):.1f}x the reference-style loop: the most"
@@ -526,7 +531,6 @@ def main(argv: list[str] | None = None) -> int:
                 if v.floor
             ]
         flops = step_flops(setting, r, e, d, batch)
-        base = variants[0].median(args.clock)
         for variant in variants:
             per_model = variant.median(args.clock) / variant.runs
             rows.append(
